@@ -1,0 +1,232 @@
+"""One LightningDataModule for every vote-distribution source."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from shala_pl.data.example import OnInvalid, VoteExample
+from shala_pl.data.prompts import PromptSettings, render_prompt, verbalizer_words
+
+log = logging.getLogger(__name__)
+
+Split = Literal["random", "distributed_nli", "files"]
+
+
+class VoteDataModule(LightningDataModule):
+    """Serves tokenised prompts with their human vote distributions.
+
+    Splits: ``random`` (seeded fractions of ``path``), ``distributed_nli`` (ChaosNLI convention: the first
+    ``dev_size`` examples are the dev set, used for training and validation, the rest the test set) and ``files``
+    (train from ``path``, validation/test from ``val_path``/``test_path`` or from ``path`` with
+    ``val_options``/``test_options`` merged into ``source_options``, e.g. MSP-Podcast's ``splits``).
+
+    Batches: ``prompt_ids``/``prompt_mask`` [B, L] left-padded, ``human`` [B, K] (p), ``votes`` [B, K],
+    ``majority`` [B], ``multilabel`` [B, K], ``index`` [B] (position in the split), ``uid`` (list of str).
+    """
+
+    def __init__(
+        self,
+        source: str,
+        path: Optional[str] = None,
+        source_options: Optional[dict] = None,
+        split: Split = "random",
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+        dev_size: int = 100,
+        val_path: Optional[str] = None,
+        test_path: Optional[str] = None,
+        val_options: Optional[dict] = None,
+        test_options: Optional[dict] = None,
+        tokenizer_path: str = "",
+        prompt: PromptSettings = PromptSettings(),
+        max_prompt_length: int = 512,
+        batch_size: int = 8,
+        eval_batch_size: int = 32,
+        on_invalid: OnInvalid = "error",
+        num_workers: int = 0,
+        cache_dir: Optional[str] = None,
+    ):
+        super().__init__()
+        self.source, self.path = source, path
+        self.source_options = dict(source_options or {})
+        self.split, self.val_fraction, self.test_fraction = split, val_fraction, test_fraction
+        self.split_seed, self.dev_size = split_seed, dev_size
+        self.val_path, self.test_path = val_path, test_path
+        self.val_options, self.test_options = dict(val_options or {}), dict(test_options or {})
+        self.tokenizer_path, self.prompt = tokenizer_path, prompt
+        self.max_prompt_length, self.batch_size, self.eval_batch_size = max_prompt_length, batch_size, eval_batch_size
+        self.on_invalid, self.num_workers, self.cache_dir = on_invalid, num_workers, cache_dir
+        self.splits: dict[str, list[VoteExample]] = {}
+        self.skipped: Counter = Counter()
+        self.n_truncated: Counter = Counter()
+        self._datasets: dict = {}
+        self._tokenizer = None
+
+    # -- what the data decides (linked into the model by the CLI) --------------------------------------------------
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.examples("train")[0].labels)
+
+    @property
+    def verbalizers(self) -> list[str]:
+        return verbalizer_words(self.label_names, self.prompt)
+
+    @property
+    def has_multilabel(self) -> bool:
+        return self.examples("train")[0].multilabel_target is not None
+
+    @property
+    def num_train_examples(self) -> int:
+        return len(self.examples("train"))
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            if not self.tokenizer_path:
+                raise ValueError("data.tokenizer_path is empty: set model.name_or_path (the CLI links it here)")
+            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path)
+            self._tokenizer.padding_side = "left"
+            if self._tokenizer.pad_token is None:
+                self._tokenizer.pad_token = self._tokenizer.eos_token
+        return self._tokenizer
+
+    # -- reading and splitting -------------------------------------------------------------------------------------
+    def _read(self, path, extra_options: dict) -> list[VoteExample]:
+        from shala_pl.data.sources import load_source
+
+        result = load_source(self.source, path, on_invalid=self.on_invalid, **{**self.source_options, **extra_options})
+        if result.skipped:
+            log.warning("%s %s: skipped %s", self.source, path, dict(result.skipped))
+            self.skipped.update(result.skipped)
+        return result.examples
+
+    def _load_splits(self) -> None:
+        if self.split == "files":
+            self.splits = {
+                "train": self._read(self.path, {}),
+                "val": self._read(self.val_path or self.path, self.val_options),
+                "test": self._read(self.test_path or self.path, self.test_options),
+            }
+            return
+        examples = self._read(self.path, {})
+        if self.split == "distributed_nli":
+            dev, test = examples[: self.dev_size], examples[self.dev_size :]
+            self.splits = {"train": dev, "val": dev, "test": test}
+        elif self.split == "random":
+            order = list(range(len(examples)))
+            random.Random(self.split_seed).shuffle(order)
+            n_val, n_test = round(len(order) * self.val_fraction), round(len(order) * self.test_fraction)
+            pick = lambda idx: [examples[i] for i in sorted(idx)]  # noqa: E731 - keep file order within a split
+            self.splits = {
+                "val": pick(order[:n_val]),
+                "test": pick(order[n_val : n_val + n_test]),
+                "train": pick(order[n_val + n_test :]),
+            }
+        else:
+            raise ValueError(f"unknown split {self.split!r}; expected random, distributed_nli or files")
+        empty = [name for name, split in self.splits.items() if not split]
+        if empty:
+            raise ValueError(f"split(s) {empty} of {self.source} {self.path} are empty; adjust the split settings")
+
+    def examples(self, split: str) -> list[VoteExample]:
+        if not self.splits:
+            self._load_splits()
+        return self.splits[split]
+
+    # -- tokenisation ------------------------------------------------------------------------------------------------
+    def _dataset(self, split: str):
+        if split in self._datasets:
+            return self._datasets[split]
+        from datasets import Dataset
+
+        examples = self.examples(split)
+        words = self.verbalizers
+        rows = [
+            {
+                "uid": ex.uid,
+                "index": i,
+                "prompt": render_prompt(ex.task, ex.fields, words, self.prompt, self.tokenizer),
+                "votes": [float(v) for v in ex.votes],
+                "majority": ex.majority,
+                "multilabel": [float(v) for v in (ex.multilabel_target or [0] * len(ex.labels))],
+            }
+            for i, ex in enumerate(examples)
+        ]
+        dataset = Dataset.from_list(rows)
+        tokenizer, limit = self.tokenizer, self.max_prompt_length
+
+        def tokenize(batch):
+            ids = tokenizer(batch["prompt"], add_special_tokens=False)["input_ids"]
+            return {"prompt_ids": [x[-limit:] for x in ids], "truncated": [len(x) > limit for x in ids]}
+
+        cache_file = None
+        if self.cache_dir:
+            Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
+            key = f"{dataset._fingerprint}-{Path(self.tokenizer_path).name}-{limit}"
+            cache_file = str(Path(self.cache_dir) / f"{self.source}-{split}-{key}.arrow")
+        dataset = dataset.map(tokenize, batched=True, cache_file_name=cache_file, desc=f"tokenising {split}")
+        n_truncated = sum(dataset["truncated"])
+        if n_truncated:
+            log.warning("%s/%s: %d prompts longer than %d tokens were truncated from the left",
+                        self.source, split, n_truncated, limit)
+        self.n_truncated[split] = n_truncated
+        self._datasets[split] = dataset
+        return dataset
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        needed = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}
+        for split in needed.get(stage, ["train", "val", "test"]):
+            self._dataset(split)
+
+    def collate(self, rows: list[dict]) -> dict:
+        pad_id = self.tokenizer.pad_token_id
+        length = max(len(r["prompt_ids"]) for r in rows)
+        ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for row, r in enumerate(rows):
+            n = len(r["prompt_ids"])
+            ids[row, length - n :] = torch.tensor(r["prompt_ids"], dtype=torch.long)
+            mask[row, length - n :] = 1
+        votes = torch.tensor([r["votes"] for r in rows], dtype=torch.float32)
+        return {
+            "prompt_ids": ids,
+            "prompt_mask": mask,
+            "votes": votes,
+            "human": votes / votes.sum(-1, keepdim=True),
+            "majority": torch.tensor([r["majority"] for r in rows], dtype=torch.long),
+            "multilabel": torch.tensor([r["multilabel"] for r in rows], dtype=torch.float32),
+            "index": torch.tensor([r["index"] for r in rows], dtype=torch.long),
+            "uid": [r["uid"] for r in rows],
+        }
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self._dataset(split),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)

@@ -1,0 +1,98 @@
+"""Reading helpers the source readers share: JSON lines, CSV rows and required fields, each error located."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+from shala_pl.data.example import DataError, OnInvalid, ReadResult, RecordSink, VoteExample
+
+
+def require(record: dict, key: str, path, line: Optional[int], types: type | tuple, name: Optional[str] = None):
+    """``record[key]`` if present and of ``types``; otherwise a DataError naming the field (``name`` if given)."""
+    name = name or key
+    if key not in record or record[key] is None:
+        raise DataError(path, line, name, "missing field", "missing_field")
+    value = record[key]
+    # bool is an int subclass; a JSON true where a count or id belongs is a mistake, not a 1
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise DataError(path, line, name, f"expected {_type_names(types)}, got {value!r}", "wrong_type")
+    if not isinstance(value, types):
+        raise DataError(path, line, name, f"expected {_type_names(types)}, got {type(value).__name__} {value!r}",
+                        "wrong_type")
+    return value
+
+
+def _type_names(types: type | tuple) -> str:
+    return " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+
+
+def json_lines(path: Path, sink: RecordSink) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line; malformed lines go to ``sink.invalid``."""
+    with open(path, encoding="utf-8") as lines:
+        for line_number, text in enumerate(lines, start=1):
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as error:
+                sink.invalid(DataError(path, line_number, None, f"malformed JSON: {error.msg} (column {error.colno})",
+                                       "malformed_json"))
+                continue
+            if not isinstance(record, dict):
+                sink.invalid(DataError(path, line_number, None,
+                                       f"expected a JSON object, got {type(record).__name__}", "malformed_json"))
+                continue
+            yield line_number, record
+
+
+def read_json_lines(path: Path, on_invalid: OnInvalid, parse: Callable[[dict, int], VoteExample]) -> ReadResult:
+    """A JSONL source with one example per line: ``parse(record, line)`` builds it or raises DataError."""
+    sink = RecordSink(path, on_invalid)
+    for line, record in json_lines(path, sink):
+        try:
+            example = parse(record, line)
+        except DataError as error:
+            sink.invalid(error)
+            continue
+        sink.add(example, line)
+    return sink.finish()
+
+
+def csv_rows(path: Path, sink: RecordSink, required_columns: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    """``(line where the row starts, {column: value})`` for each row of a CSV file with a header.
+
+    A bad header (or no header at all) raises: no row of such a file can be read. A row with the wrong number of
+    fields or broken quoting goes to ``sink.invalid``.
+    """
+    with open(path, encoding="utf-8", newline="") as source:
+        reader = csv.reader(source, strict=True)
+        try:
+            header = next(reader, None)
+        except csv.Error as error:
+            raise DataError(path, 1, None, f"malformed CSV header: {error}", "malformed_csv") from error
+        if header is None:
+            raise DataError(path, None, None, "no header: the file is empty", "empty_file")
+        missing = [column for column in required_columns if column not in header]
+        if missing:
+            raise DataError(path, 1, missing[0], f"missing column(s) {missing} in the header", "missing_column")
+        while True:
+            # reader.line_num counts physical lines consumed so far, so a row starts one past the previous count
+            # (a quoted field may span several lines)
+            start = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:
+                sink.invalid(DataError(path, start, None, f"malformed CSV: {error}", "malformed_csv"))
+                continue
+            if not row:
+                continue
+            if len(row) != len(header):
+                sink.invalid(DataError(path, start, None, f"expected {len(header)} fields, got {len(row)}",
+                                       "malformed_csv"))
+                continue
+            yield start, dict(zip(header, row))

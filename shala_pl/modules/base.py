@@ -1,0 +1,190 @@
+"""The shared LightningModule: policy loading, label-distribution readouts, evaluation, predict, saving.
+
+Used as is, it is the ``zero_shot`` method (validate / test / predict only). ``GRPOModule`` and ``SFTModule`` add
+training.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor
+
+from shala_pl.metrics import build_eval_metrics, compute_flat, update_all
+from shala_pl.models.loading import LoraSettings, load_causal_lm, load_tokenizer
+from shala_pl.models.scoring import label_log_probs
+from shala_pl.rl.answer_parsing import AnswerParser
+from shala_pl.rl.rewards import answer_histogram
+from shala_pl.rl.rollout import RolloutSettings, generate_answers, parse_answers
+
+log = logging.getLogger(__name__)
+
+Readout = Literal["label_probs", "sampling"]
+
+
+@dataclass
+class SamplingReadout:
+    num_samples: int = 16  # answers per prompt whose label histogram is the model's distribution
+    smoothing: float = 0.0  # added to every label's count before normalising (reported with the results)
+    seed: int = 1234  # evaluation sampling is seeded and does not touch the training RNG
+
+
+def _default_optimizer(params):
+    return torch.optim.AdamW(params, lr=1e-4)
+
+
+class VoteModule(LightningModule):
+    def __init__(
+        self,
+        name_or_path: str,
+        label_names: list[str] = (),
+        verbalizers: list[str] = (),
+        multilabel: bool = False,
+        lora: Optional[LoraSettings] = None,
+        trust_remote_code: bool = False,
+        readouts: list[Readout] = ("label_probs",),
+        sampling: SamplingReadout = SamplingReadout(),
+        generation: RolloutSettings = RolloutSettings(mode="generate"),
+        entropy_bins: int = 3,
+        optimizer: OptimizerCallable = _default_optimizer,
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        if not label_names or len(label_names) != len(verbalizers):
+            raise ValueError("label_names and verbalizers must be given, one verbalizer per label "
+                             "(the CLI links both from the data module)")
+        self.name_or_path, self.lora_settings, self.trust_remote_code = name_or_path, lora, trust_remote_code
+        self.label_names, self.verbalizers = list(label_names), list(verbalizers)
+        self.readouts, self.sampling, self.generation = list(readouts), sampling, generation
+        self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
+        self.tokenizer = load_tokenizer(name_or_path, trust_remote_code)
+        self.verbalizer_ids = [self.tokenizer(w, add_special_tokens=False)["input_ids"] for w in self.verbalizers]
+        self.parser = AnswerParser(self.verbalizers)
+        self.policy = None
+        num_labels = len(self.label_names)
+        make = lambda: torch.nn.ModuleDict(  # noqa: E731
+            {r: build_eval_metrics(num_labels, multilabel=multilabel, entropy_bins=entropy_bins) for r in self.readouts}
+        )
+        self.val_metrics, self.test_metrics = make(), make()
+        self.multilabel = multilabel
+
+    # -- model -----------------------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        if self.policy is None:
+            self.policy = load_causal_lm(self.name_or_path, self.lora_settings, self.trust_remote_code)
+
+    @property
+    def uses_lora(self) -> bool:
+        return self.lora_settings is not None
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.policy.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.trainable_parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- readouts: the model's label distribution ------------------------------------------------------------------
+    def label_probs(self, batch: dict, model=None) -> Tensor:
+        """Exact label distribution from one forward pass over the verbalizers, [B, K]."""
+        model = model if model is not None else self.policy
+        return label_log_probs(model, batch["prompt_ids"], batch["prompt_mask"], self.verbalizer_ids).exp()
+
+    def sampled_probs(self, batch: dict) -> tuple[Tensor, list[str]]:
+        """Histogram of parsed sampled answers, [B, K], and the answers (B * num_samples)."""
+        n = self.sampling.num_samples
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.sampling.seed + int(batch["index"][0]))
+            ids, mask = generate_answers(self.policy, self.tokenizer, batch["prompt_ids"], batch["prompt_mask"],
+                                         self.generation, n, synced_gpus=self.needs_synced_gpus)
+        choices, texts = parse_answers(self.tokenizer, self.parser, ids, mask)
+        probs = answer_histogram(choices.view(-1, n), len(self.label_names), self.sampling.smoothing)
+        return probs, texts
+
+    @property
+    def needs_synced_gpus(self) -> bool:
+        """Sharded strategies must keep every rank in generate() until all ranks finish."""
+        name = type(self.trainer.strategy).__name__ if self._trainer is not None else ""
+        return "FSDP" in name or "DeepSpeed" in name
+
+    def readout_probs(self, batch: dict) -> dict[str, tuple[Tensor, Optional[list[str]]]]:
+        out = {}
+        for readout in self.readouts:
+            if readout == "label_probs":
+                out[readout] = (self.label_probs(batch), None)
+            else:
+                out[readout] = self.sampled_probs(batch)
+        return out
+
+    # -- evaluation ----------------------------------------------------------------------------------------------
+    def _evaluate(self, batch: dict, metrics: torch.nn.ModuleDict) -> None:
+        with torch.no_grad():
+            for readout, (probs, _) in self.readout_probs(batch).items():
+                update_all(metrics[readout], probs.float(), batch["human"], batch["majority"],
+                           batch["multilabel"] if self.multilabel else None)
+
+    def _log_metrics(self, stage: str, metrics: torch.nn.ModuleDict) -> dict[str, float]:
+        logged = {}
+        for readout, collection in metrics.items():
+            prefix = f"{stage}/" if len(metrics) == 1 else f"{stage}/{readout}/"
+            for name, value in compute_flat(collection).items():
+                logged[prefix + name] = value
+            collection.reset()
+        self.log_dict(logged, sync_dist=False, rank_zero_only=False)  # already synced by torchmetrics
+        return logged
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self.last_val_metrics = self._log_metrics("val", self.val_metrics)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.test_metrics)
+
+    def training_step(self, batch: dict, batch_idx: int):
+        raise RuntimeError("VoteModule is the zero-shot method: use validate, test or predict, "
+                           "or pick a training method (GRPOModule, SFTModule)")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        with torch.no_grad():
+            readouts = self.readout_probs(batch)
+        main_readout = self.readouts[0]
+        probs, _ = readouts[main_readout]
+        rows = []
+        for i, uid in enumerate(batch["uid"]):
+            row = {
+                "uid": uid,
+                "probs": [float(x) for x in probs[i]],
+                "predicted_label": self.label_names[int(probs[i].argmax())],
+                "human": [float(x) for x in batch["human"][i]],
+                "readout": main_readout,
+            }
+            if "sampling" in readouts:
+                n = self.sampling.num_samples
+                row["samples"] = readouts["sampling"][1][i * n : (i + 1) * n]
+                if main_readout != "sampling":
+                    row["sampling_probs"] = [float(x) for x in readouts["sampling"][0][i]]
+            rows.append(row)
+        return rows
+
+    # -- export ------------------------------------------------------------------------------------------------------
+    def save_pretrained(self, out_dir: str | Path) -> Path:
+        """The LoRA adapter (or the full model) and tokenizer, loadable by peft/transformers without this project."""
+        out_dir = Path(out_dir)
+        self.policy.save_pretrained(out_dir)
+        self.tokenizer.save_pretrained(out_dir)
+        return out_dir

@@ -1,0 +1,335 @@
+"""Group-rollout RL against the human vote distribution: SHALA and the GRPO baselines.
+
+The methods differ only in configuration: ``shala`` = the ``log_score`` distribution reward + ambiguity weighting;
+``grpo_majority`` = the ``majority`` reward, no weighting; ``grpo_vote_share`` = the ``vote_share`` reward.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from contextlib import nullcontext
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from shala_pl.models.scoring import completion_log_probs, label_log_probs
+from shala_pl.modules.base import VoteModule
+from shala_pl.rl.advantages import AdvantageScaling, group_advantages
+from shala_pl.rl.losses import LossOutput, LossSettings, grpo_loss
+from shala_pl.rl.rewards import answer_histogram, compute_rewards, jensen_shannon_distance
+from shala_pl.rl.rollout import Rollout, RolloutSettings, generate_answers, parse_answers
+from shala_pl.rl.weighting import (
+    AmbiguityWeighting,
+    PolicyGapTracker,
+    normalize_to_mean_one,
+    normalized_entropy,
+    raw_weights,
+)
+
+
+class NonFiniteTrainingError(RuntimeError):
+    pass
+
+
+class GRPOModule(VoteModule):
+    def __init__(
+        self,
+        rollout: RolloutSettings = RolloutSettings(),
+        rewards: dict[str, float] = None,  # reward name -> weight; default {"log_score": 1.0}
+        invalid_reward: Optional[float] = None,  # reward of an unparseable answer; None: the batch's lowest
+        advantage_scaling: AdvantageScaling = "none",
+        weighting: AmbiguityWeighting = AmbiguityWeighting(),
+        loss: LossSettings = LossSettings(),
+        num_iterations: int = 1,  # mu: optimizer steps per rollout batch
+        micro_batches: int = 1,  # backward passes per optimizer step (the rollout batch split by prompts)
+        gradient_clip_val: Optional[float] = 1.0,
+        max_consecutive_nonfinite: int = 3,
+        sample_table_every_n_steps: int = 100,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.automatic_optimization = False
+        self.rollout_settings = rollout
+        self.reward_weights = dict(rewards) if rewards else {"log_score": 1.0}
+        self.invalid_reward, self.advantage_scaling = invalid_reward, advantage_scaling
+        self.weighting, self.loss_settings = weighting, loss
+        self.num_iterations, self.micro_batches = num_iterations, micro_batches
+        self.gradient_clip_val, self.max_consecutive_nonfinite = gradient_clip_val, max_consecutive_nonfinite
+        self.sample_table_every_n_steps = sample_table_every_n_steps
+        self.reference = None
+        self.policy_gap: Optional[PolicyGapTracker] = None
+        self.consecutive_nonfinite = 0
+        self.nonfinite_skipped = 0
+        self.register_buffer("invalid_answers_total", torch.zeros((), dtype=torch.long), persistent=False)
+
+    # -- set-up ------------------------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        super().configure_model()
+        if self.loss_settings.beta > 0 and not self.uses_lora and self.reference is None:
+            # Full fine-tuning needs a frozen copy; with LoRA the reference is the base model, adapter disabled.
+            self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.weighting.dynamic_strength > 0 and self.policy_gap is None:
+            self.policy_gap = PolicyGapTracker(self.trainer.datamodule.num_train_examples, self.weighting.ema_decay)
+
+    def state_dict(self, *args, **kwargs):
+        # The frozen reference is rebuilt from name_or_path; keep it out of checkpoints.
+        state = super().state_dict(*args, **kwargs)
+        return {k: v for k, v in state.items() if not k.startswith("reference.")}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.consecutive_nonfinite = checkpoint.get("consecutive_nonfinite", 0)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["consecutive_nonfinite"] = self.consecutive_nonfinite
+
+    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
+        if self.reference is not None:
+            state_dict = {**state_dict, **{f"reference.{k}": v for k, v in self.reference.state_dict().items()}}
+        return super().load_state_dict(state_dict, strict=strict, **kwargs)
+
+    # -- one training step, top to bottom ------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        start = time.perf_counter()
+        rollout = self.make_rollout(batch)  # G answers per prompt, parsed into labels
+        rollout_s = time.perf_counter() - start
+
+        rewards, components = compute_rewards(  # [B, G], scored against p, not the majority label
+            self.reward_weights, rollout.choices, batch["human"], batch["majority"], rollout.policy_probs,
+            self.invalid_reward,
+        )
+        batch_std = self._global_std(rewards) if self.advantage_scaling == "batch" else None
+        advantages = group_advantages(rewards, self.advantage_scaling, batch_std)  # [B, G]
+        weights = self.ambiguity_weights(batch, rollout)  # [B], mean 1 over the global batch
+
+        update_start = time.perf_counter()
+        for _ in range(self.num_iterations):
+            loss_out, grad_norm = self.optimization_step(batch, rollout, advantages, weights)
+        update_s = time.perf_counter() - update_start
+
+        self.log_training(batch, rollout, rewards, components, weights, loss_out, grad_norm,
+                          rollout_s=rollout_s, update_s=update_s)
+
+    # -- rollout -------------------------------------------------------------------------------------------------------
+    def make_rollout(self, batch: dict) -> Rollout:
+        settings, group = self.rollout_settings, self.rollout_settings.num_generations
+        if settings.mode == "label":
+            with torch.no_grad():
+                probs = self.label_probs(batch)  # [B, K]
+            choices = torch.multinomial(probs, group, replacement=True)  # [B, G]
+            rollout = Rollout(choices=choices, policy_probs=probs, prompt_ids=batch["prompt_ids"],
+                              prompt_mask=batch["prompt_mask"])
+        else:
+            completion_ids, completion_mask = generate_answers(
+                self.policy, self.tokenizer, batch["prompt_ids"], batch["prompt_mask"], settings, group,
+                synced_gpus=self.needs_synced_gpus,
+            )
+            choices, texts = parse_answers(self.tokenizer, self.parser, completion_ids, completion_mask)
+            choices = choices.view(-1, group)
+            rollout = Rollout(
+                choices=choices,
+                # The answer histogram (add-one smoothed) stands in for pi(k|x), which free text does not expose.
+                policy_probs=answer_histogram(choices, len(self.label_names), smoothing=1.0),
+                prompt_ids=batch["prompt_ids"].repeat_interleave(group, dim=0),
+                prompt_mask=batch["prompt_mask"].repeat_interleave(group, dim=0),
+                completion_ids=completion_ids,
+                completion_mask=completion_mask,
+                texts=texts,
+            )
+        with torch.no_grad():
+            if self.num_iterations > 1:
+                rollout.old_logp = self.sequence_log_probs(rollout, self.policy)
+            if self.loss_settings.beta > 0:
+                rollout.ref_logp = self.reference_log_probs(rollout)
+        return rollout
+
+    def sequence_log_probs(self, rollout: Rollout, model, prompts: slice = slice(None)) -> Tensor:
+        """Log-probs of the answers of ``prompts`` under ``model``: [n, T] tokens, or [n, 1] labels in label mode."""
+        if self.rollout_settings.mode == "label":
+            logp = label_log_probs(model, rollout.prompt_ids[prompts], rollout.prompt_mask[prompts],
+                                   self.verbalizer_ids)  # [b, K]
+            return logp.gather(1, rollout.choices[prompts]).reshape(-1, 1)
+        rows = self._completion_rows(prompts)
+        return completion_log_probs(model, rollout.prompt_ids[rows], rollout.prompt_mask[rows],
+                                    rollout.completion_ids[rows], rollout.completion_mask[rows],
+                                    self.rollout_settings.temperature)
+
+    def reference_log_probs(self, rollout: Rollout) -> Tensor:
+        if self.uses_lora:
+            with self.policy.disable_adapter():
+                return self.sequence_log_probs(rollout, self.policy)
+        return self.sequence_log_probs(rollout, self.reference)
+
+    def _completion_rows(self, prompts: slice) -> slice:
+        group = self.rollout_settings.num_generations
+        if prompts.start is None:
+            return prompts
+        return slice(prompts.start * group, prompts.stop * group)
+
+    # -- ambiguity weights -------------------------------------------------------------------------------------------
+    def ambiguity_weights(self, batch: dict, rollout: Rollout) -> Tensor:
+        if not self.weighting.enabled:
+            return torch.ones(batch["human"].shape[0], device=self.device)
+        gap = None
+        if self.policy_gap is not None:
+            current_gap = jensen_shannon_distance(rollout.policy_probs, batch["human"]) / math.sqrt(math.log(2))
+            self._update_policy_gap(batch["index"], current_gap)
+            gap = self.policy_gap.read(batch["index"])
+        weights = raw_weights(normalized_entropy(batch["human"]), gap,
+                              self.weighting.strength_at(self.global_step), self.weighting.dynamic_strength)
+        total = self._global_sum(torch.stack([weights.sum(), weights.new_tensor(float(weights.numel()))]))
+        return normalize_to_mean_one(weights, total[0], total[1])
+
+    def _update_policy_gap(self, indices: Tensor, gaps: Tensor) -> None:
+        if self.trainer.world_size > 1:  # every rank keeps the same EMA table
+            indices = self.all_gather(indices).reshape(-1)
+            gaps = self.all_gather(gaps).reshape(-1)
+        self.policy_gap.update(indices, gaps)
+
+    def _global_sum(self, value: Tensor) -> Tensor:
+        if self.trainer.world_size > 1:
+            return self.trainer.strategy.reduce(value, reduce_op="sum")
+        return value
+
+    def _global_std(self, values: Tensor) -> Tensor:
+        stats = self._global_sum(torch.stack([values.sum(), (values**2).sum(), values.new_tensor(values.numel())]))
+        mean = stats[0] / stats[2]
+        return ((stats[1] / stats[2] - mean**2).clamp(min=0) * stats[2] / (stats[2] - 1).clamp(min=1)).sqrt()
+
+    # -- update --------------------------------------------------------------------------------------------------------
+    def optimization_step(self, batch: dict, rollout: Rollout, advantages: Tensor, weights: Tensor):
+        """One optimizer step over the whole rollout batch, in ``micro_batches`` backward passes."""
+        optimizer = self.optimizers()
+        num_prompts = batch["prompt_ids"].shape[0]
+        bounds = torch.linspace(0, num_prompts, min(self.micro_batches, num_prompts) + 1).round().long().tolist()
+        outputs = []
+        for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+            last = i == len(bounds) - 2
+            with nullcontext() if last else self._no_backward_sync():
+                out = self.micro_batch_loss(rollout, advantages, weights, slice(lo, hi))
+                self.manual_backward(out.loss * (hi - lo) / num_prompts)
+            outputs.append(out)
+        grad_norm = self._clip_and_measure_gradients()
+        if torch.isfinite(grad_norm):
+            optimizer.step()
+            scheduler = self.lr_schedulers()
+            if scheduler is not None:
+                scheduler.step()
+            self.consecutive_nonfinite = 0
+        else:
+            self.skip_nonfinite_update()
+        optimizer.zero_grad(set_to_none=True)
+        return _mean_loss_output(outputs), grad_norm
+
+    def micro_batch_loss(self, rollout: Rollout, advantages: Tensor, weights: Tensor, prompts: slice) -> LossOutput:
+        group = self.rollout_settings.num_generations
+        logp = self.sequence_log_probs(rollout, self.policy, prompts=prompts)  # [n, T]
+        rows = self._completion_rows(prompts)
+        old_logp = rollout.old_logp[rows] if rollout.old_logp is not None else logp.detach()
+        ref_logp = rollout.ref_logp[rows] if rollout.ref_logp is not None else None
+        if self.rollout_settings.mode == "label":
+            mask, max_length = torch.ones_like(logp, dtype=torch.long), 1
+        else:
+            mask, max_length = rollout.completion_mask[rows], self.rollout_settings.max_new_tokens
+        return grpo_loss(
+            logp, old_logp, ref_logp,
+            advantages[prompts].reshape(-1),  # [n]
+            weights[prompts].repeat_interleave(group),  # [n]
+            mask, self.loss_settings, max_length,
+        )
+
+    def _no_backward_sync(self):
+        block = getattr(self.trainer.strategy, "block_backward_sync", None)
+        return block() if block is not None else nullcontext()
+
+    def _clip_and_measure_gradients(self) -> Tensor:
+        params = self.trainable_parameters()
+        max_norm = self.gradient_clip_val if self.gradient_clip_val is not None else float("inf")
+        return torch.nn.utils.clip_grad_norm_(params, max_norm, error_if_nonfinite=False)
+
+    def skip_nonfinite_update(self) -> None:
+        self.consecutive_nonfinite += 1
+        self.nonfinite_skipped += 1
+        self.print(f"non-finite loss or gradient at step {self.global_step}: update skipped "
+                   f"({self.consecutive_nonfinite} in a row)")
+        if self.consecutive_nonfinite >= self.max_consecutive_nonfinite:
+            raise NonFiniteTrainingError(
+                f"{self.consecutive_nonfinite} consecutive non-finite updates (max_consecutive_nonfinite="
+                f"{self.max_consecutive_nonfinite}); stopping. The last checkpoint holds the last good weights."
+            )
+
+    # -- monitoring ----------------------------------------------------------------------------------------------------
+    def log_training(self, batch, rollout, rewards, components, weights, loss_out, grad_norm, rollout_s, update_s):
+        valid = rollout.choices >= 0
+        self.invalid_answers_total += (~valid).sum()  # stays on the device: no sync outside log steps
+        if not self._is_log_step():
+            return
+        n_answers = rollout.choices.numel()
+        metrics = {
+            "train/loss": loss_out.loss.detach(),
+            "train/reward_mean": rewards.mean(),
+            "train/reward_std": rewards.std(),
+            "train/kl": loss_out.kl,
+            "train/clip_ratio": loss_out.clip_ratio,
+            "train/entropy": _entropy(rollout.policy_probs).mean(),
+            "train/grad_norm": grad_norm,
+            "train/ambiguity_weight_mean": weights.mean(),
+            "train/ambiguity_weight_max": weights.max(),
+            "train/ambiguity_weight_entropy_corr": _correlation(weights, normalized_entropy(batch["human"])),
+            "train/policy_jsd": jensen_shannon_distance(rollout.policy_probs, batch["human"]).mean(),
+            "rollout/invalid_rate": 1.0 - valid.float().mean(),
+            "perf/rollout_s": rollout_s,
+            "perf/update_s": update_s,
+            "perf/completions_per_s": n_answers / max(rollout_s + update_s, 1e-9),
+            "rollout/invalid_total": self.invalid_answers_total.float(),
+            "train/nonfinite_skipped": float(self.nonfinite_skipped),
+        }
+        for name, value in components.items():
+            metrics[f"train/reward_{name}"] = value.mean()
+        if rollout.completion_mask is not None:
+            metrics["rollout/completion_len"] = rollout.completion_mask.sum(-1).float().mean()
+        optimizer = self.optimizers()
+        metrics["train/lr"] = optimizer.param_groups[0]["lr"]
+        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=batch["human"].shape[0])
+        if self.sample_table_every_n_steps and self.global_step % self.sample_table_every_n_steps == 0:
+            self._log_sample_table(batch, rollout, rewards)
+
+    def _is_log_step(self) -> bool:
+        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
+        return self.global_step % max(every, 1) == 0
+
+    def _log_sample_table(self, batch, rollout, rewards) -> None:
+        experiment = getattr(self.logger, "experiment", None)
+        if experiment is None or not hasattr(experiment, "add_text"):
+            return
+        group = self.rollout_settings.num_generations
+        lines = ["| uid | p | answer | label | reward |", "|---|---|---|---|---|"]
+        for b in range(min(2, rollout.choices.shape[0])):
+            human = ", ".join(f"{x:.2f}" for x in batch["human"][b].tolist())
+            for g in range(min(4, group)):
+                choice = int(rollout.choices[b, g])
+                text = rollout.texts[b * group + g] if rollout.texts else self.verbalizers[choice]
+                label = self.label_names[choice] if choice >= 0 else "(invalid)"
+                text = text.replace("|", "/").replace("\n", " ")[:120]
+                lines.append(f"| {batch['uid'][b]} | {human} | {text} | {label} | {float(rewards[b, g]):.3f} |")
+        experiment.add_text("rollout/samples", "\n".join(lines), self.global_step)
+
+
+def _mean_loss_output(outputs: list[LossOutput]) -> LossOutput:
+    stack = lambda name: torch.stack([getattr(o, name).detach() for o in outputs]).mean()  # noqa: E731
+    return LossOutput(loss=stack("loss"), policy_loss=stack("policy_loss"), kl=stack("kl"),
+                      clip_ratio=stack("clip_ratio"))
+
+
+def _entropy(probs: Tensor) -> Tensor:
+    return -torch.where(probs > 0, probs * probs.log(), torch.zeros_like(probs)).sum(-1)
+
+
+def _correlation(a: Tensor, b: Tensor) -> Tensor:
+    a, b = a.float() - a.float().mean(), b.float() - b.float().mean()
+    denom = (a.norm() * b.norm()).clamp(min=1e-12)
+    return (a * b).sum() / denom

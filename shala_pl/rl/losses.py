@@ -1,0 +1,99 @@
+"""Policy-gradient loss terms of the GRPO family, as pure functions of log-probabilities.
+
+Shapes: N completions (prompts x group size), T completion tokens. ``mask`` marks real completion tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Aggregation = Literal["grpo", "dr_grpo", "dapo"]
+
+
+@dataclass
+class LossSettings:
+    clip_eps_low: float = 0.2
+    clip_eps_high: float = 0.28  # DAPO's clip-higher: lets unlikely labels gain probability faster
+    beta: float = 0.0  # KL-to-reference coefficient; 0 skips the reference forward pass entirely
+    aggregation: Aggregation = "dr_grpo"
+
+
+def clipped_surrogate(
+    logp: Tensor,  # [N, T] current policy
+    old_logp: Tensor,  # [N, T] policy that generated the rollout
+    advantages: Tensor,  # [N]
+    clip_eps_low: float,
+    clip_eps_high: float,
+) -> tuple[Tensor, Tensor]:
+    """Per-token PPO surrogate loss (to minimise) and a mask of tokens where clipping was active."""
+    ratio = torch.exp(logp - old_logp)
+    adv = advantages.unsqueeze(-1)
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1.0 - clip_eps_low, 1.0 + clip_eps_high) * adv
+    per_token = -torch.minimum(unclipped, clipped)
+    is_clipped = clipped < unclipped
+    return per_token, is_clipped
+
+
+def k3_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """Schulman's k3 estimator of KL(policy || reference) per token: exp(r) - r - 1 with r = ref - policy."""
+    log_ratio = ref_logp - logp
+    return torch.exp(log_ratio) - log_ratio - 1.0
+
+
+def aggregate(per_token: Tensor, mask: Tensor, mode: Aggregation, max_length: int | None = None) -> Tensor:
+    """Reduce per-token values [N, T] to a scalar.
+
+    ``grpo``: mean over each sequence's tokens, then over sequences (length-biased: short answers weigh more).
+    ``dr_grpo``: sum over tokens / (N * max_length), the constant Dr. GRPO uses to remove that bias.
+    ``dapo``: sum over all tokens / number of tokens.
+    """
+    mask = mask.to(per_token.dtype)
+    masked = per_token * mask
+    if mode == "grpo":
+        return (masked.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    if mode == "dr_grpo":
+        length = max_length if max_length is not None else per_token.shape[-1]
+        return masked.sum() / (per_token.shape[0] * length)
+    if mode == "dapo":
+        return masked.sum() / mask.sum().clamp(min=1.0)
+    raise ValueError(f"unknown aggregation {mode!r}; expected grpo, dr_grpo or dapo")
+
+
+@dataclass
+class LossOutput:
+    loss: Tensor  # scalar, to minimise
+    policy_loss: Tensor  # scalar
+    kl: Tensor  # scalar (0 when beta == 0)
+    clip_ratio: Tensor  # fraction of completion tokens with active clipping
+
+
+def grpo_loss(
+    logp: Tensor,  # [N, T]
+    old_logp: Tensor,  # [N, T]
+    ref_logp: Tensor | None,  # [N, T], None when beta == 0
+    advantages: Tensor,  # [N]
+    sample_weights: Tensor,  # [N] ambiguity weight of each completion's prompt
+    mask: Tensor,  # [N, T]
+    settings: LossSettings,
+    max_length: int | None = None,
+) -> LossOutput:
+    per_token, is_clipped = clipped_surrogate(logp, old_logp, advantages, settings.clip_eps_low, settings.clip_eps_high)
+    per_token = per_token * sample_weights.unsqueeze(-1)
+    policy_loss = aggregate(per_token, mask, settings.aggregation, max_length)
+    if settings.beta > 0:
+        if ref_logp is None:
+            raise ValueError("beta > 0 needs reference log-probabilities")
+        kl_per_token = k3_kl(logp, ref_logp)
+        kl = aggregate(kl_per_token, mask, settings.aggregation, max_length)
+        loss = policy_loss + settings.beta * kl
+    else:
+        kl = policy_loss.new_zeros(())
+        loss = policy_loss
+    mask_f = mask.to(per_token.dtype)
+    clip_ratio = (is_clipped.to(per_token.dtype) * mask_f).sum() / mask_f.sum().clamp(min=1.0)
+    return LossOutput(loss=loss, policy_loss=policy_loss.detach(), kl=kl.detach(), clip_ratio=clip_ratio.detach())

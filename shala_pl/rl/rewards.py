@@ -1,0 +1,123 @@
+"""Rewards for a group of answers, computed against the human vote distribution p.
+
+Every reward takes the chosen label indices ``choices`` [B, G] (-1 = unparseable answer) and returns [B, G].
+
+Which reward optimises what:
+- ``log_score`` (SHALA's default): r = log(p_k + eps) - log pi(k|x). Its expectation under the policy is
+  -KL(pi || p) (up to the eps smoothing), so the optimum is pi(.|x) = p: the policy keeps the minority labels
+  at their human rates instead of collapsing to the mode. ``pi`` is the policy's exact label distribution in
+  ``label`` mode and the group's answer histogram in ``generate`` mode.
+- ``group_jsd``: each answer's leave-one-out improvement of JSD(histogram of the G answers, p). A set-level
+  reward that also pushes the group histogram toward p; unbiased only as G grows.
+- ``vote_share`` (r = p_k) and ``majority`` (r = 1[k = majority]): baselines. Their expected values are
+  maximised by putting all mass on the most-voted label, so they collapse to the mode.
+- ``format``: 1 for a parseable answer, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+
+import torch
+from torch import Tensor
+
+REWARD_NAMES = ("log_score", "group_jsd", "vote_share", "majority", "format")
+
+
+def _gather(values: Tensor, choices: Tensor) -> Tensor:
+    """values [B, K], choices [B, G] (-1 allowed) -> values at the chosen labels [B, G] (0 where invalid)."""
+    return values.gather(1, choices.clamp(min=0))
+
+
+def log_score_reward(choices: Tensor, human: Tensor, policy_probs: Tensor, eps: float = 1e-3) -> Tensor:
+    """log(p_k + eps) - log(pi_k + eps); ``human`` and ``policy_probs`` are [B, K]."""
+    return torch.log(_gather(human, choices) + eps) - torch.log(_gather(policy_probs, choices) + eps)
+
+
+def vote_share_reward(choices: Tensor, human: Tensor) -> Tensor:
+    return _gather(human, choices)
+
+
+def majority_reward(choices: Tensor, majority: Tensor) -> Tensor:
+    return (choices == majority.unsqueeze(1)).to(torch.float32)
+
+
+def format_reward(choices: Tensor) -> Tensor:
+    return (choices >= 0).to(torch.float32)
+
+
+def jensen_shannon_distance(p: Tensor, q: Tensor) -> Tensor:
+    """Row-wise JS distance with natural log (scipy's ``jensenshannon`` convention), [..., K] -> [...]."""
+    m = 0.5 * (p + q)
+
+    def kl(a: Tensor, b: Tensor) -> Tensor:
+        return torch.where(a > 0, a * (torch.log(a) - torch.log(b.clamp(min=1e-30))), torch.zeros_like(a)).sum(-1)
+
+    return torch.sqrt((0.5 * kl(p, m) + 0.5 * kl(q, m)).clamp(min=0.0))
+
+
+def answer_histogram(choices: Tensor, num_labels: int, smoothing: float = 0.0) -> Tensor:
+    """Label frequencies of each group's valid answers, [B, G] -> [B, K]; all-invalid groups give uniform."""
+    counts = torch.zeros(choices.shape[0], num_labels, device=choices.device)
+    counts.scatter_add_(1, choices.clamp(min=0), (choices >= 0).to(counts.dtype))
+    counts = counts + smoothing
+    total = counts.sum(-1, keepdim=True)
+    uniform = torch.full_like(counts, 1.0 / num_labels)
+    return torch.where(total > 0, counts / total.clamp(min=1e-12), uniform)
+
+
+def group_jsd_reward(choices: Tensor, human: Tensor) -> Tensor:
+    """JSD(histogram without answer i, p) - JSD(histogram with it, p): positive when answer i helps the group."""
+    num_labels = human.shape[1]
+    valid = (choices >= 0).to(torch.float32)
+    counts = torch.zeros_like(human).scatter_add_(1, choices.clamp(min=0), valid)  # [B, K]
+    n_valid = counts.sum(-1, keepdim=True)  # [B, 1]
+    full = jensen_shannon_distance(counts / n_valid.clamp(min=1), human)  # [B]
+    one_hot = torch.nn.functional.one_hot(choices.clamp(min=0), num_labels).to(counts.dtype) * valid.unsqueeze(-1)
+    loo_counts = counts.unsqueeze(1) - one_hot  # [B, G, K]
+    loo_total = loo_counts.sum(-1, keepdim=True)
+    uniform = torch.full_like(loo_counts, 1.0 / num_labels)
+    loo_hist = torch.where(loo_total > 0, loo_counts / loo_total.clamp(min=1), uniform)
+    loo = jensen_shannon_distance(loo_hist, human.unsqueeze(1).expand_as(loo_hist))  # [B, G]
+    return (loo - full.unsqueeze(1)) * valid
+
+
+def compute_rewards(
+    weights: dict[str, float],
+    choices: Tensor,  # [B, G]
+    human: Tensor,  # [B, K]
+    majority: Tensor,  # [B]
+    policy_probs: Tensor,  # [B, K] exact (label mode) or estimated from the group (generate mode)
+    invalid_reward: float | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Weighted sum of the named rewards, [B, G], and each component (for logging).
+
+    An unparseable answer gets ``invalid_reward`` from every non-format component, by default the lowest value
+    that component gave any valid answer in the batch, so it is never better than a real answer.
+    """
+    unknown = set(weights) - set(REWARD_NAMES)
+    if unknown:
+        raise ValueError(f"unknown reward(s) {sorted(unknown)}; choose from {REWARD_NAMES}")
+    valid = choices >= 0
+    components: dict[str, Tensor] = {}
+    for name in weights:
+        if name == "log_score":
+            value = log_score_reward(choices, human, policy_probs)
+        elif name == "group_jsd":
+            value = group_jsd_reward(choices, human)
+        elif name == "vote_share":
+            value = vote_share_reward(choices, human)
+        elif name == "majority":
+            value = majority_reward(choices, majority)
+        else:
+            value = format_reward(choices)
+        if name != "format":
+            if invalid_reward is not None:
+                floor = torch.tensor(float(invalid_reward), device=value.device)
+            elif valid.any():
+                floor = value[valid].min()
+            else:
+                floor = value.new_zeros(())
+            value = torch.where(valid, value, floor)
+        components[name] = value
+    total = sum(weights[name] * value for name, value in components.items())
+    return total, components

@@ -1,0 +1,88 @@
+"""Rewards against the human distribution, and which optimum each one has."""
+
+import math
+
+import pytest
+import torch
+
+from shala_pl.rl.rewards import (
+    answer_histogram,
+    compute_rewards,
+    group_jsd_reward,
+    jensen_shannon_distance,
+    log_score_reward,
+    majority_reward,
+    vote_share_reward,
+)
+
+HUMAN = torch.tensor([[0.6, 0.3, 0.1]])
+
+
+def test_log_score_is_log_vote_share_minus_log_policy():
+    policy = torch.tensor([[0.5, 0.25, 0.25]])
+    r = log_score_reward(torch.tensor([[0, 2]]), HUMAN, policy, eps=0.0)
+    assert r[0, 0].item() == pytest.approx(math.log(0.6 / 0.5))
+    assert r[0, 1].item() == pytest.approx(math.log(0.1 / 0.25))
+
+
+def test_expected_log_score_is_maximised_by_matching_p_not_the_mode():
+    """E_pi[log p - log pi] = -KL(pi || p): zero at pi = p, negative at the mode."""
+    def expected(policy):
+        choices = torch.arange(3).view(1, 3)
+        return (policy * log_score_reward(choices, HUMAN, policy, eps=0.0)).sum().item()
+
+    assert expected(HUMAN) == pytest.approx(0.0, abs=1e-7)
+    near_mode = torch.tensor([[0.98, 0.01, 0.01]])
+    assert expected(near_mode) < -0.3
+
+
+def test_vote_share_and_majority_rewards_are_maximised_at_the_mode():
+    choices = torch.arange(3).view(1, 3)
+    for reward in (vote_share_reward(choices, HUMAN), majority_reward(choices, torch.tensor([0]))):
+        mode_value = reward[0, 0].item()
+        matched_value = (HUMAN * reward).sum().item()
+        assert mode_value > matched_value
+
+
+def test_group_jsd_rewards_answers_that_move_the_histogram_toward_p():
+    human = torch.tensor([[0.5, 0.5, 0.0]])
+    choices = torch.tensor([[0, 0, 0, 1]])  # histogram 0.75/0.25; label 1 is under-represented
+    r = group_jsd_reward(choices, human)
+    assert r[0, 3] > 0  # removing the only "1" would make the histogram worse
+    assert r[0, 0] < 0  # each extra "0" pulls away from p
+    # hand check of the last answer: JSD([1,0,0], p) - JSD([.75,.25,0], p)
+    expected = jensen_shannon_distance(torch.tensor([1.0, 0, 0]), human[0]) - jensen_shannon_distance(
+        torch.tensor([0.75, 0.25, 0]), human[0])
+    assert r[0, 3].item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_jsd_matches_scipy():
+    from scipy.spatial.distance import jensenshannon
+
+    p, q = [0.6, 0.3, 0.1], [0.2, 0.2, 0.6]
+    assert jensen_shannon_distance(torch.tensor(p), torch.tensor(q)).item() == pytest.approx(jensenshannon(p, q), abs=1e-6)
+    assert jensen_shannon_distance(torch.tensor([1.0, 0, 0]), torch.tensor([0, 1.0, 0])).item() == pytest.approx(
+        jensenshannon([1, 0, 0], [0, 1, 0]), abs=1e-6)
+
+
+def test_histogram_ignores_invalid_answers_and_is_uniform_when_all_invalid():
+    hist = answer_histogram(torch.tensor([[0, 0, -1, 2], [-1, -1, -1, -1]]), 3)
+    assert torch.allclose(hist[0], torch.tensor([2 / 3, 0.0, 1 / 3]))
+    assert torch.allclose(hist[1], torch.full((3,), 1 / 3))
+
+
+def test_invalid_answers_get_the_lowest_valid_reward_and_format_component_separates_them():
+    choices = torch.tensor([[0, 1, -1]])
+    total, parts = compute_rewards({"vote_share": 1.0, "format": 0.5}, choices, HUMAN, torch.tensor([0]),
+                                   torch.full((1, 3), 1 / 3))
+    assert parts["vote_share"].tolist() == [[pytest.approx(0.6), pytest.approx(0.3), pytest.approx(0.3)]]
+    assert parts["format"].tolist() == [[1.0, 1.0, 0.0]]
+    assert total[0].tolist() == [pytest.approx(1.1), pytest.approx(0.8), pytest.approx(0.3)]
+
+
+def test_explicit_invalid_reward_and_unknown_names():
+    total, _ = compute_rewards({"majority": 1.0}, torch.tensor([[-1, 0]]), HUMAN, torch.tensor([0]),
+                               HUMAN, invalid_reward=-1.0)
+    assert total.tolist() == [[-1.0, 1.0]]
+    with pytest.raises(ValueError, match="unknown reward"):
+        compute_rewards({"accuracy": 1.0}, torch.tensor([[0]]), HUMAN, torch.tensor([0]), HUMAN)
