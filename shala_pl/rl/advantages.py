@@ -15,9 +15,10 @@ def group_advantages(
 ) -> Tensor:
     """``rewards`` [B, G] -> advantages [B, G]: reward minus its prompt's group mean, optionally scaled.
 
-    ``group`` divides by each group's std (GRPO), ``batch`` by the std of the whole batch, ``none`` keeps the raw
-    difference (Dr. GRPO). Under DDP pass ``batch_std`` computed over all ranks' rewards. Dividing by a small group std inflates prompts where the policy is already nearly
-    deterministic, which pushes policies towards over-confidence on stochastic targets.
+    ``group`` divides by each group's std (GRPO), ``batch`` by the std of the whole batch (under DDP pass
+    ``batch_std`` computed over all ranks), ``none`` keeps the raw difference (Dr. GRPO). Dividing by a small
+    group std inflates prompts on which the policy is already nearly deterministic, which pushes policies towards
+    over-confidence on stochastic targets.
     """
     centred = rewards - rewards.mean(dim=1, keepdim=True)
     if scaling == "none":
@@ -27,6 +28,6 @@ def group_advantages(
     elif scaling == "batch":
         std = rewards.std() if batch_std is None else batch_std
     else:
-        # A group whose rewards are all equal (or a group of one) carries no signal: advantage 0, never NaN.
+        raise ValueError(f"unknown advantage scaling {scaling!r}; expected group, batch or none")
+    # A group whose rewards are all equal (or a group of one) carries no signal: advantage 0, never NaN.
     return torch.where(std > 0, centred / (std + eps), torch.zeros_like(centred))
-    raise ValueError(f"unknown advantage scaling {scaling!r}; expected group, batch or none")
