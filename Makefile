@@ -20,7 +20,11 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install -e ".[dev]"
 	touch $@
 
-quickstart: $(VENV)/.installed
+# The quickstart's tiny model is built on first run and reused.
+artifacts/tiny-qwen2/config.json: $(VENV)/.installed
+	$(BIN)/python tools/make_tiny_model.py artifacts/tiny-qwen2
+
+quickstart: artifacts/tiny-qwen2/config.json
 	$(BIN)/python -m shala_pl fit --config configs/quickstart.yaml
 
 test: $(VENV)/.installed-dev

@@ -10,8 +10,8 @@ Usage in a LightningModule::
     self.val_metrics.reset()
 
 ``compute()`` returns only scalar tensors: the binned JSD is flattened into ``jsd_bin0``, ``jsd_bin1``, ... and
-its per-bin example counts into ``n_bin0``, ... Log the ``compute()`` dict, not the collection object itself
-(Lightning would then call the binned metric's own ``compute``, which returns a vector).
+its per-bin example counts (as floats) into ``n_bin0``, ... Log the ``compute()`` dict, not the collection object
+itself (Lightning would then call the binned metric's own ``compute``, which returns a vector).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class EvalMetrics(MetricCollection):
         binned_key = self._set_name(BINNED_JSD)
         if binned_key in results:
             per_bin = results.pop(binned_key)
-            counts = self[BINNED_JSD].bin_counts()
+            counts = self[BINNED_JSD].bin_counts().to(per_bin.dtype)  # Lightning reduces floats only
             for i in range(per_bin.shape[0]):
                 results[self._set_name(f"jsd_bin{i}")] = per_bin[i]
                 results[self._set_name(f"n_bin{i}")] = counts[i]

@@ -16,7 +16,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
-from shala_pl.metrics import build_eval_metrics, compute_flat, update_all
+from shala_pl.metrics import build_eval_metrics, compute_flat
 from shala_pl.models.loading import LoraSettings, load_causal_lm, load_tokenizer
 from shala_pl.models.scoring import label_log_probs
 from shala_pl.rl.answer_parsing import AnswerParser
@@ -79,6 +79,7 @@ class VoteModule(LightningModule):
     def configure_model(self) -> None:
         if self.policy is None:
             self.policy = load_causal_lm(self.name_or_path, self.lora_settings, self.trust_remote_code)
+            self.policy.train()  # from_pretrained returns eval mode; Lightning switches modes around validation
 
     @property
     def uses_lora(self) -> bool:
@@ -130,8 +131,8 @@ class VoteModule(LightningModule):
     def _evaluate(self, batch: dict, metrics: torch.nn.ModuleDict) -> None:
         with torch.no_grad():
             for readout, (probs, _) in self.readout_probs(batch).items():
-                update_all(metrics[readout], probs.float(), batch["human"], batch["majority"],
-                           batch["multilabel"] if self.multilabel else None)
+                metrics[readout].update(probs.float(), batch["human"], batch["majority"],
+                                        multilabel_target=batch["multilabel"] if self.multilabel else None)
 
     def _log_metrics(self, stage: str, metrics: torch.nn.ModuleDict) -> dict[str, float]:
         logged = {}
@@ -139,7 +140,8 @@ class VoteModule(LightningModule):
             prefix = f"{stage}/" if len(metrics) == 1 else f"{stage}/{readout}/"
             for name, value in compute_flat(collection).items():
                 logged[prefix + name] = value
-            collection.reset()
+            with torch.inference_mode(False):  # fresh states must not be inference tensors: fit validates under no_grad
+                collection.reset()
         self.log_dict(logged, sync_dist=False, rank_zero_only=False)  # already synced by torchmetrics
         return logged
 

@@ -1,0 +1,91 @@
+"""The RL module on a tiny real model: what one optimizer step touches, and the reference it uses."""
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from transformers import AutoModelForCausalLM
+
+from shala_pl.data.datamodule import VoteDataModule
+from shala_pl.models.loading import LoraSettings
+from shala_pl.modules import GRPOModule
+from shala_pl.rl.losses import LossSettings
+from shala_pl.rl.rollout import RolloutSettings
+
+
+def make(tiny_model_dir, mode="label", lora=True, beta=0.0, **kwargs):
+    data = VoteDataModule(source="synthetic", source_options={"n_examples": 64, "n_annotators": 5},
+                          tokenizer_path=str(tiny_model_dir), batch_size=4, eval_batch_size=16)
+    module = GRPOModule(
+        name_or_path=str(tiny_model_dir), label_names=data.label_names, verbalizers=data.verbalizers,
+        lora=LoraSettings(r=4, alpha=8) if lora else None,
+        rollout=RolloutSettings(mode=mode, num_generations=4, max_new_tokens=6),
+        loss=LossSettings(beta=beta), **kwargs,
+    )
+    return data, module
+
+
+def fit(data, module, steps=1):
+    trainer = Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu", enable_model_summary=False)
+    trainer.fit(module, datamodule=data)
+    return trainer
+
+
+@pytest.mark.parametrize("mode", ["label", "generate"])
+def test_one_step_changes_only_the_lora_adapter(tiny_model_dir, mode):
+    torch.manual_seed(0)
+    data, module = make(tiny_model_dir, mode=mode)
+    module.configure_model()
+    before = {name: p.detach().clone() for name, p in module.policy.named_parameters()}
+    trainer = fit(data, module)
+    assert trainer.global_step == 1
+    changed = {name for name, p in module.policy.named_parameters() if not torch.equal(p, before[name])}
+    trainable = {name for name, p in module.policy.named_parameters() if p.requires_grad}
+    assert changed, "the optimizer step changed nothing"
+    assert changed <= trainable
+    assert all("lora_" in name for name in trainable)
+
+
+def test_beta_uses_the_adapter_disabled_base_model_as_reference(tiny_model_dir):
+    torch.manual_seed(0)
+    data, module = make(tiny_model_dir, beta=0.1)
+    module.configure_model()
+    assert module.reference is None  # LoRA: no second copy in memory
+    with torch.no_grad():  # make the adapter matter, as after some training
+        for name, p in module.policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    rollout = module.make_rollout(batch)
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    with torch.no_grad():
+        expected_ref = module.sequence_log_probs(rollout, base)
+        policy_logp = module.sequence_log_probs(rollout, module.policy)
+    assert torch.allclose(rollout.ref_logp, expected_ref, atol=1e-5)
+    assert not torch.allclose(rollout.ref_logp, policy_logp, atol=1e-3)
+
+
+def test_full_finetuning_with_beta_keeps_a_frozen_copy_out_of_checkpoints(tiny_model_dir):
+    data, module = make(tiny_model_dir, lora=False, beta=0.1)
+    module.configure_model()
+    assert module.reference is not None
+    assert not any(p.requires_grad for p in module.reference.parameters())
+    assert not any(k.startswith("reference.") for k in module.state_dict())
+    fit(data, module)
+    # the reference stayed the initial model while the policy moved
+    ref = dict(module.reference.named_parameters())
+    assert any(not torch.equal(p, ref[n]) for n, p in module.policy.named_parameters())
+
+
+def test_nonfinite_loss_skips_the_update_and_stops_after_the_limit(tiny_model_dir):
+    from shala_pl.modules.grpo import NonFiniteTrainingError
+
+    # The untrained model's free-text answers are unparseable; a NaN reward for them makes the loss NaN.
+    data, module = make(tiny_model_dir, mode="generate", max_consecutive_nonfinite=2, invalid_reward=float("nan"))
+    module.configure_model()
+    before = {n: p.detach().clone() for n, p in module.policy.named_parameters()}
+    with pytest.raises(NonFiniteTrainingError, match="2 consecutive non-finite"):
+        fit(data, module, steps=5)
+    assert module.nonfinite_skipped == 2
+    assert all(torch.equal(p, before[n]) for n, p in module.policy.named_parameters())

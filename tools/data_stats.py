@@ -1,0 +1,52 @@
+"""Summary statistics of a vote-data source, as one JSON object.
+
+    python tools/data_stats.py snli tests/fixtures/snli_1.0_test_part.jsonl
+    python tools/data_stats.py goemotions data/goemotions --taxonomy ekman --on-invalid skip
+    python tools/data_stats.py synthetic --option n_examples=500 --option seed=3
+
+``--option key=value`` passes a source option; the value is read as JSON when it parses (``true``, ``3``,
+``["Train"]``), else as a plain string. Bad data or options: the message on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from shala_pl.data.sources import SOURCE_NAMES, load_source
+from shala_pl.data.stats import data_stats
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", choices=SOURCE_NAMES)
+    parser.add_argument("path", nargs="?", help="file or folder to read (not needed for synthetic)")
+    parser.add_argument("--taxonomy", choices=["full", "ekman", "sentiment"], help="GoEmotions label set")
+    parser.add_argument("--on-invalid", choices=["error", "skip"], default="error")
+    parser.add_argument("--option", type=parse_option, action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    options = dict(args.option)
+    if args.taxonomy:
+        options["taxonomy"] = args.taxonomy
+    try:
+        result = load_source(args.source, args.path, on_invalid=args.on_invalid, **options)
+    except (ValueError, TypeError, OSError) as error:  # DataError is a ValueError
+        print(f"data_stats: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(data_stats(result), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
