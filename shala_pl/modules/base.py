@@ -32,7 +32,14 @@ Readout = Literal["label_probs", "sampling"]
 class SamplingReadout:
     num_samples: int = 16  # answers per prompt whose label histogram is the model's distribution
     smoothing: float = 0.0  # added to every label's count before normalising (reported with the results)
+    max_new_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
     seed: int = 1234  # evaluation sampling is seeded and does not touch the training RNG
+
+    def generation(self) -> RolloutSettings:
+        return RolloutSettings(mode="generate", num_generations=self.num_samples, max_new_tokens=self.max_new_tokens,
+                               temperature=self.temperature, top_p=self.top_p)
 
 
 def _default_optimizer(params):
@@ -50,7 +57,6 @@ class VoteModule(LightningModule):
         trust_remote_code: bool = False,
         readouts: list[Readout] = ("label_probs",),
         sampling: SamplingReadout = SamplingReadout(),
-        generation: RolloutSettings = RolloutSettings(mode="generate"),
         entropy_bins: int = 3,
         optimizer: OptimizerCallable = _default_optimizer,
         lr_scheduler: Optional[LRSchedulerCallable] = None,
@@ -62,7 +68,7 @@ class VoteModule(LightningModule):
                              "(the CLI links both from the data module)")
         self.name_or_path, self.lora_settings, self.trust_remote_code = name_or_path, lora, trust_remote_code
         self.label_names, self.verbalizers = list(label_names), list(verbalizers)
-        self.readouts, self.sampling, self.generation = list(readouts), sampling, generation
+        self.readouts, self.sampling = list(readouts), sampling
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         self.tokenizer = load_tokenizer(name_or_path, trust_remote_code)
         self.verbalizer_ids = [self.tokenizer(w, add_special_tokens=False)["input_ids"] for w in self.verbalizers]
@@ -107,7 +113,7 @@ class VoteModule(LightningModule):
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.sampling.seed + int(batch["index"][0]))
             ids, mask = generate_answers(self.policy, self.tokenizer, batch["prompt_ids"], batch["prompt_mask"],
-                                         self.generation, n, synced_gpus=self.needs_synced_gpus)
+                                         self.sampling.generation(), n, synced_gpus=self.needs_synced_gpus)
         choices, texts = parse_answers(self.tokenizer, self.parser, ids, mask)
         probs = answer_histogram(choices.view(-1, n), len(self.label_names), self.sampling.smoothing)
         return probs, texts
