@@ -26,6 +26,7 @@ from shala_pl.rl.rollout import RolloutSettings, generate_answers, parse_answers
 log = logging.getLogger(__name__)
 
 Readout = Literal["label_probs", "sampling"]
+FIGURE_EXAMPLES = 4  # examples drawn in the validation figure of model vs human distributions
 
 
 @dataclass
@@ -134,9 +135,12 @@ class VoteModule(LightningModule):
         return out
 
     # -- evaluation ----------------------------------------------------------------------------------------------
-    def _evaluate(self, batch: dict, metrics: torch.nn.ModuleDict) -> None:
+    def _evaluate(self, batch: dict, metrics: torch.nn.ModuleDict, batch_idx: int) -> None:
         with torch.no_grad():
             for readout, (probs, _) in self.readout_probs(batch).items():
+                if batch_idx == 0 and readout == self.readouts[0]:
+                    n = min(FIGURE_EXAMPLES, probs.shape[0])
+                    self._figure_examples = (batch["uid"][:n], probs[:n].tolist(), batch["human"][:n].tolist())
                 metrics[readout].update(probs.float(), batch["human"], batch["majority"],
                                         multilabel_target=batch["multilabel"] if self.multilabel else None)
 
@@ -152,13 +156,31 @@ class VoteModule(LightningModule):
         return logged
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.val_metrics)
+        self._evaluate(batch, self.val_metrics, batch_idx)
 
     def on_validation_epoch_end(self) -> None:
-        self.last_val_metrics = self._log_metrics("val", self.val_metrics)
+        logged = self._log_metrics("val", self.val_metrics)
+        self._log_figures(logged)
+
+    def _log_figures(self, logged: dict[str, float]) -> None:
+        experiment = getattr(self.logger, "experiment", None)
+        if not self.trainer.is_global_zero or not hasattr(experiment, "add_figure"):
+            return
+        from shala_pl import plots
+
+        prefix = "val/" if len(self.readouts) == 1 else f"val/{self.readouts[0]}/"
+        bins = sorted(k for k in logged if k.startswith(prefix + "jsd_bin"))
+        if bins:
+            counts = [logged[k.replace("jsd_bin", "n_bin")] for k in bins]
+            experiment.add_figure("val/jsd_by_entropy", plots.jsd_by_entropy_bin([logged[k] for k in bins], counts),
+                                  self.global_step)
+        if getattr(self, "_figure_examples", None):
+            uids, model, human = self._figure_examples
+            experiment.add_figure("val/model_vs_human", plots.model_vs_human(self.label_names, uids, model, human),
+                                  self.global_step)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics)
+        self._evaluate(batch, self.test_metrics, batch_idx)
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics)
