@@ -28,5 +28,5 @@ def data_stats(result: ReadResult) -> dict:
 
 def _plain_number(x: float):
     """An int when the float is a whole number (fractional GoEmotions shares add up to whole raters)."""
-    rounded = round(x, 9)
+    rounded = round(float(x), 9)
     return int(rounded) if rounded.is_integer() else rounded

@@ -54,9 +54,11 @@ def read_msp_podcast(path: Path, *, on_invalid: OnInvalid = "error", splits: Opt
     sink = RecordSink(consensus, on_invalid)
     answers, answers_path = _read_detailed(root / "Labels", sink)
     release = _Release(root, consensus, answers, answers_path, CLASSES + (OTHER,) if keep_other else CLASSES, sink)
+    n_in_splits = 0
     for line, row in csv_rows(consensus, sink, CONSENSUS_COLUMNS):
         if kept_splits is not None and row["Split_Set"] not in kept_splits:
             continue
+        n_in_splits += 1
         try:
             example = release.segment_example(row, line)
         except DataError as error:
@@ -64,6 +66,8 @@ def read_msp_podcast(path: Path, *, on_invalid: OnInvalid = "error", splits: Opt
             continue
         if example is not None:
             sink.add(example, line)
+    if kept_splits is not None and not n_in_splits:
+        raise ValueError(f"{consensus}: no segment has a Split_Set in {sorted(kept_splits)}")
     return sink.finish()
 
 

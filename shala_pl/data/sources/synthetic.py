@@ -4,7 +4,8 @@ Each example mentions one made-up concept word ("the vumako is here"); the conce
 distribution over ("red", "green", "blue"). Concepts range from near-certain (0.96/0.02/0.02) to uniform, and every
 other ambiguous concept leans towards a second label so that not all ambiguity is symmetric. Votes are
 ``n_annotators`` draws from the concept's distribution, so even a perfect model sits at a noise floor
-(``noise_floor_jsd``). A tiny model learns it from scratch in minutes on a CPU.
+(``noise_floor_jsd``). Texts are a few words long and only the concept word matters, so that a tiny model can learn
+the task from scratch on a CPU.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy.spatial.distance import jensenshannon
 
 from shala_pl.data.example import OnInvalid, ReadResult, VoteExample, majority_index
 
@@ -83,5 +83,7 @@ def noise_floor_jsd(examples: Sequence[VoteExample]) -> float:
     """Mean Jensen-Shannon distance (scipy's, natural log) between each true distribution and its sampled votes:
     about what a model that knows the true distributions scores against these examples' votes.
     """
+    from scipy.spatial.distance import jensenshannon  # imported here: scipy.spatial takes half a second to load
+
     return float(np.mean([jensenshannon(example.true_distribution, example.distribution)
                           for example in examples]))
