@@ -33,6 +33,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
+from shala_pl.data.sources.records import parse_json_object
 from shala_pl.data.example import DataError, VoteExample
 from shala_pl.metrics.collection import build_eval_metrics, compute_flat
 from shala_pl.metrics.distribution import floor_model_probs
@@ -109,12 +110,7 @@ def _read_jsonl(path: str, lines: list[str]) -> PredictionSet:
     for line_number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise DataError(path, line_number, None, f"not valid JSON: {error}") from None
-        if not isinstance(record, dict):
-            raise DataError(path, line_number, None, f"expected a JSON object, got {type(record).__name__}")
+        record = parse_json_object(path, line_number, text)
         uid = record.get("uid")
         if not isinstance(uid, str) or not uid:
             raise DataError(path, line_number, "uid", f"expected a non-empty string, got {uid!r}")

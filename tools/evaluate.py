@@ -4,7 +4,7 @@
         [--export-chaosnli OUT] [--model-name NAME]
 
 PRED is our JSONL (uid, probs, predicted_label, ...) or ChaosNLI's {model: {uid: {...}}} JSON. Exit status 2 for
-a bad prediction file or for uids present on one side only (unless --allow-missing).
+a bad or unreadable prediction or data file, or for uids present on one side only (unless --allow-missing).
 """
 
 import argparse
@@ -12,9 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from shala_pl.data.example import DataError
-from shala_pl.evaluation import (UidMismatchError, evaluate_predictions, export_chaosnli, match_uids,
-                                 read_predictions)
+from shala_pl.evaluation import evaluate_predictions, export_chaosnli, match_uids, read_predictions
 
 
 def load_examples(source: str, path: Path) -> list:
@@ -36,16 +34,18 @@ def main(argv=None) -> int:
     parser.add_argument("--model-name", help="the model to read from a ChaosNLI file holding several; the name "
                                              "to export under (default: the predictions file's stem)")
     args = parser.parse_args(argv)
+    if args.bins is not None and args.bins < 1:
+        parser.error(f"--bins must be at least 1, got {args.bins}")
     try:
         examples = load_examples(args.source, args.data)
         predictions = read_predictions(args.predictions, args.model_name)
-        result = {"source": args.source, "model": predictions.model_name,
+        result = {"source": args.source, "model": args.model_name or predictions.model_name,
                   **evaluate_predictions(examples, predictions, args.bins, args.allow_missing)}
         if args.export_chaosnli:
             matched, _, _ = match_uids(examples, predictions, args.allow_missing)
             model_name = args.model_name or predictions.model_name or args.predictions.stem
             export_chaosnli(args.export_chaosnli, matched, predictions, model_name)
-    except (DataError, UidMismatchError) as error:
+    except (ValueError, OSError) as error:  # DataError and UidMismatchError included: bad input, not a bug
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(result))

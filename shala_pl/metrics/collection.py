@@ -53,7 +53,7 @@ class EvalMetrics(MetricCollection):
         binned_key = self._set_name(BINNED_JSD)
         if binned_key in results:
             per_bin = results.pop(binned_key)
-            counts = self[BINNED_JSD].bin_counts().to(per_bin.dtype)  # Lightning reduces floats only
+            counts = getattr(self, BINNED_JSD).bin_counts().to(per_bin.dtype)  # Lightning reduces floats only
             for i in range(per_bin.shape[0]):
                 results[self._set_name(f"jsd_bin{i}")] = per_bin[i]
                 results[self._set_name(f"n_bin{i}")] = counts[i]

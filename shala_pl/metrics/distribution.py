@@ -14,7 +14,7 @@ owning module is cast (``module.to(torch.bfloat16)`` as Lightning's true-half pr
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -81,14 +81,16 @@ def _check_pair(probs: Tensor, human: Tensor) -> None:
 
 
 class _Float64StateMetric(Metric):
-    """Keeps floating states in float64 when the module holding the metric is cast to another dtype."""
+    """Floating states only ever change device: ``module.to(torch.bfloat16)`` leaves their float64 sums intact."""
 
-    def _apply(self, fn: Callable, exclude_state=""):
-        this = super()._apply(fn, exclude_state)
-        for name, default in this._defaults.items():
-            if isinstance(default, Tensor) and default.is_floating_point():
-                this._defaults[name] = default.to(torch.float64)
-                setattr(this, name, getattr(this, name).to(torch.float64))
+    def _apply(self, fn: Callable, exclude_state: Sequence[str] = ()):
+        floating = [name for name, default in self._defaults.items()
+                    if isinstance(default, Tensor) and default.is_floating_point()]
+        this = super()._apply(fn, exclude_state=(*exclude_state, *floating))
+        for name in floating:
+            device = fn(torch.zeros((), dtype=torch.float64, device=this._defaults[name].device)).device
+            this._defaults[name] = this._defaults[name].to(device)
+            setattr(this, name, getattr(this, name).to(device))
         return this
 
 
@@ -158,7 +160,7 @@ class HumanEntropy(_ExampleMean):
 
 
 class EntropyBinnedJSD(_Float64StateMetric):
-    """Mean JS distance per bin of human disagreement.
+    """Mean JS distance (nats) per bin of human disagreement.
 
     An example's bin comes from its human entropy divided by log K (so in [0, 1]); the bins split [0, 1] into
     ``num_bins`` equal widths, each closed on the left and open on the right except the last, which is closed.
@@ -170,13 +172,13 @@ class EntropyBinnedJSD(_Float64StateMetric):
     higher_is_better = False
     full_state_update = False
 
-    def __init__(self, num_bins: int = 3, num_labels: int = 3, base: Optional[float] = None, **kwargs) -> None:
+    def __init__(self, num_bins: int = 3, num_labels: int = 3, **kwargs) -> None:
         super().__init__(**kwargs)
         if num_bins < 1:
             raise ValueError(f"num_bins must be >= 1, got {num_bins}")
         if num_labels < 2:
             raise ValueError(f"num_labels must be >= 2, got {num_labels}")
-        self.num_bins, self.num_labels, self.base = num_bins, num_labels, base
+        self.num_bins, self.num_labels = num_bins, num_labels
         self.add_state("jsd_sum", torch.zeros(num_bins, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("bin_count", torch.zeros(num_bins, dtype=torch.long), dist_reduce_fx="sum")
 
@@ -196,7 +198,7 @@ class EntropyBinnedJSD(_Float64StateMetric):
         if human.shape[1] != self.num_labels:
             raise ValueError(f"expected {self.num_labels} labels, got {human.shape[1]}")
         index = self.bin_index(human)
-        self.jsd_sum.index_add_(0, index, jensen_shannon_distance(human, probs, self.base))
+        self.jsd_sum.index_add_(0, index, jensen_shannon_distance(human, probs))
         self.bin_count.index_add_(0, index, torch.ones_like(index))
 
     def compute(self) -> Tensor:

@@ -15,11 +15,12 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from shala_pl.models.scoring import completion_log_probs, label_log_probs
+from shala_pl.models.scoring import label_log_probs, shared_prompt_completion_log_probs
 from shala_pl.modules.base import VoteModule
 from shala_pl.rl.advantages import AdvantageScaling, group_advantages
 from shala_pl.rl.losses import LossOutput, LossSettings, grpo_loss
-from shala_pl.rl.rewards import answer_histogram, compute_rewards, jensen_shannon_distance
+from shala_pl.metrics.distribution import jensen_shannon_distance
+from shala_pl.rl.rewards import answer_histogram, compute_rewards
 from shala_pl.rl.rollout import Rollout, RolloutSettings, generate_answers, parse_answers
 from shala_pl.rl.weighting import (
     AmbiguityWeighting,
@@ -63,7 +64,11 @@ class GRPOModule(VoteModule):
         self.policy_gap: Optional[PolicyGapTracker] = None
         self.consecutive_nonfinite = 0
         self.nonfinite_skipped = 0
+        self.short_batches = 0  # training batches with fewer prompts than data.batch_size (an epoch's last)
+        self.truncated_prompts = 0  # set at fit start from the DataModule's count
         self.register_buffer("invalid_answers_total", torch.zeros((), dtype=torch.long), persistent=False)
+        # prompts none of whose G answers parsed (they get zero advantage: no signal, no NaN)
+        self.register_buffer("all_invalid_groups_total", torch.zeros((), dtype=torch.long), persistent=False)
 
     # -- set-up ------------------------------------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -82,10 +87,27 @@ class GRPOModule(VoteModule):
         return {k: v for k, v in state.items() if not k.startswith("reference.")}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.consecutive_nonfinite = checkpoint.get("consecutive_nonfinite", 0)
+        counters = checkpoint.get("grpo_counters", {})
+        self.consecutive_nonfinite = int(checkpoint.get("consecutive_nonfinite", 0))
+        self.nonfinite_skipped = int(counters.get("nonfinite_skipped", 0))
+        self.short_batches = int(counters.get("short_batches", 0))
+        self.all_invalid_groups_total.fill_(int(counters.get("all_invalid_groups", 0)))
+        self.invalid_answers_total.fill_(int(counters.get("invalid_answers", 0)))
+        # The dynamic-weighting EMA is a buffer (saved in state_dict); a run that does not fit (validate, test)
+        # has no tracker yet: make one of the saved size so the checkpoint loads strictly.
+        ema = checkpoint.get("state_dict", {}).get("policy_gap.ema")
+        if ema is not None and self.policy_gap is None:
+            self.policy_gap = PolicyGapTracker(ema.shape[0], self.weighting.ema_decay)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["consecutive_nonfinite"] = self.consecutive_nonfinite
+        # Plain ints only: checkpoints load with torch.load(weights_only=True).
+        checkpoint["consecutive_nonfinite"] = int(self.consecutive_nonfinite)
+        checkpoint["grpo_counters"] = {
+            "nonfinite_skipped": int(self.nonfinite_skipped),
+            "short_batches": int(self.short_batches),
+            "all_invalid_groups": int(self.all_invalid_groups_total),
+            "invalid_answers": int(self.invalid_answers_total),
+        }
 
     def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
         if self.reference is not None:
@@ -154,9 +176,11 @@ class GRPOModule(VoteModule):
                                    self.verbalizer_ids)  # [b, K]
             return logp.gather(1, rollout.choices[prompts]).reshape(-1, 1)
         rows = self._completion_rows(prompts)
-        return completion_log_probs(model, rollout.prompt_ids[rows], rollout.prompt_mask[rows],
-                                    rollout.completion_ids[rows], rollout.completion_mask[rows],
-                                    self.rollout_settings.temperature)
+        # The G copies of a prompt are identical: run each prompt once and share it across its G answers.
+        group = self.rollout_settings.num_generations
+        return shared_prompt_completion_log_probs(model, rollout.prompt_ids[rows][::group],
+                                                  rollout.prompt_mask[rows][::group], rollout.completion_ids[rows],
+                                                  rollout.completion_mask[rows], self.rollout_settings.temperature)
 
     def reference_log_probs(self, rollout: Rollout) -> Tensor:
         if self.uses_lora:
@@ -176,7 +200,8 @@ class GRPOModule(VoteModule):
             return torch.ones(batch["human"].shape[0], device=self.device)
         gap = None
         if self.policy_gap is not None:
-            current_gap = jensen_shannon_distance(rollout.policy_probs, batch["human"]) / math.sqrt(math.log(2))
+            # JS distance is at most sqrt(ln 2); scaled to [0, 1] like the entropy term
+            current_gap = jensen_shannon_distance(batch["human"], rollout.policy_probs).float() / math.sqrt(math.log(2))
             self._update_policy_gap(batch["index"], current_gap)
             gap = self.policy_gap.read(batch["index"])
         weights = raw_weights(normalized_entropy(batch["human"]), gap,
@@ -243,13 +268,33 @@ class GRPOModule(VoteModule):
         )
 
     def _no_backward_sync(self):
+        """Context for a non-final micro-batch's backward: no gradient all-reduce under DDP (``DDP.no_sync`` via
+        Lightning's ``block_backward_sync``). FSDP and DeepSpeed get a no-op: FSDP reduce-scatters each micro-batch
+        (its ``no_sync`` would keep full unsharded gradients, defeating the sharding) and ZeRO-2/3 partition
+        gradients during backward and refuse ``no_sync``."""
         block = getattr(self.trainer.strategy, "block_backward_sync", None)
         return block() if block is not None else nullcontext()
 
     def _clip_and_measure_gradients(self) -> Tensor:
-        params = self.trainable_parameters()
+        """Clip to ``gradient_clip_val`` (None: measure only) and return the global gradient norm.
+
+        Lightning refuses norm clipping under FSDP and manual optimization, so the module does it: under FSDP(1)
+        ``torch.nn.utils.clip_grad_norm_`` would only see this rank's shards, so the root FSDP module's own
+        ``clip_grad_norm_`` (which all-reduces the norm) is used; DTensor parameters (FSDP2) are handled by
+        ``torch.nn.utils.clip_grad_norm_`` itself. Under DeepSpeed the gradients live in the engine, which clips
+        in ``step()`` by its config's ``gradient_clipping``: nothing is done here and the engine's norm of the
+        previous step is returned (for logging; never non-finite, so the engine decides about skipping).
+        """
         max_norm = self.gradient_clip_val if self.gradient_clip_val is not None else float("inf")
-        return torch.nn.utils.clip_grad_norm_(params, max_norm, error_if_nonfinite=False)
+        strategy = self.trainer.strategy if self._trainer is not None else None
+        wrapped = self.trainer.model if strategy is not None else None
+        if type(strategy).__name__.startswith("DeepSpeed"):
+            norm = getattr(wrapped, "get_global_grad_norm", lambda: None)()
+            norm = torch.as_tensor(0.0 if norm is None else float(norm), device=self.device)
+            return torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm))
+        if _is_fsdp_root(wrapped):
+            return wrapped.clip_grad_norm_(max_norm)
+        return torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), max_norm, error_if_nonfinite=False)
 
     def skip_nonfinite_update(self) -> None:
         self.consecutive_nonfinite += 1
@@ -263,9 +308,23 @@ class GRPOModule(VoteModule):
             )
 
     # -- monitoring ----------------------------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        """Log, once, how many prompts the DataModule truncated from the left to ``max_prompt_length``."""
+        counts = getattr(self.trainer.datamodule, "n_truncated", None) if self._trainer is not None else None
+        counts = counts or {}
+        self.truncated_prompts = int(counts.get("train", 0))
+        metrics = {"data/truncated_prompts": float(self.truncated_prompts),
+                   "data/truncated_prompts_val": float(counts.get("val", 0))}
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.global_step)
+
     def log_training(self, batch, rollout, rewards, components, weights, loss_out, grad_norm, rollout_s, update_s):
         valid = rollout.choices >= 0
         self.invalid_answers_total += (~valid).sum()  # stays on the device: no sync outside log steps
+        self.all_invalid_groups_total += (~valid).all(dim=1).sum()
+        full_size = getattr(self.trainer.datamodule, "batch_size", None) if self._trainer is not None else None
+        if full_size is not None and batch["human"].shape[0] < full_size:
+            self.short_batches += 1  # an epoch's last, smaller batch: trained on as is
         if not self._is_log_step():
             return
         n_answers = rollout.choices.numel()
@@ -280,12 +339,15 @@ class GRPOModule(VoteModule):
             "train/ambiguity_weight_mean": weights.mean(),
             "train/ambiguity_weight_max": weights.max(),
             "train/ambiguity_weight_entropy_corr": _correlation(weights, normalized_entropy(batch["human"])),
-            "train/policy_jsd": jensen_shannon_distance(rollout.policy_probs, batch["human"]).mean(),
+            "train/policy_jsd": jensen_shannon_distance(batch["human"], rollout.policy_probs).float().mean(),
             "rollout/invalid_rate": 1.0 - valid.float().mean(),
             "perf/rollout_s": rollout_s,
             "perf/update_s": update_s,
             "perf/completions_per_s": n_answers / max(rollout_s + update_s, 1e-9),
             "rollout/invalid_total": self.invalid_answers_total.float(),
+            "rollout/all_invalid_groups_total": self.all_invalid_groups_total.float(),
+            "data/short_batches": float(self.short_batches),
+            "data/truncated_prompts": float(self.truncated_prompts),
             "train/nonfinite_skipped": float(self.nonfinite_skipped),
         }
         for name, value in components.items():
@@ -319,6 +381,16 @@ class GRPOModule(VoteModule):
         experiment.add_text("rollout/samples", "\n".join(lines), self.global_step)
 
 
+def _is_fsdp_root(module) -> bool:
+    if module is None:
+        return False
+    try:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+    except ImportError:  # torch without distributed support
+        return False
+    return isinstance(module, FullyShardedDataParallel)
+
+
 def _mean_loss_output(outputs: list[LossOutput]) -> LossOutput:
     stack = lambda name: torch.stack([getattr(o, name).detach() for o in outputs]).mean()  # noqa: E731
     return LossOutput(loss=stack("loss"), policy_loss=stack("policy_loss"), kl=stack("kl"),
@@ -333,3 +405,7 @@ def _correlation(a: Tensor, b: Tensor) -> Tensor:
     a, b = a.float() - a.float().mean(), b.float() - b.float().mean()
     denom = (a.norm() * b.norm()).clamp(min=1e-12)
     return (a * b).sum() / denom
+
+
+# Checkpoints of modules built in Python hold these in their hyper-parameters: allow torch.load(weights_only=True).
+torch.serialization.add_safe_globals([AmbiguityWeighting, LossSettings])

@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from shala_pl.metrics.distribution import jensen_shannon_distance
+
 REWARD_NAMES = ("log_score", "group_jsd", "vote_share", "majority", "format")
 
 
@@ -45,16 +47,6 @@ def format_reward(choices: Tensor) -> Tensor:
     return (choices >= 0).to(torch.float32)
 
 
-def jensen_shannon_distance(p: Tensor, q: Tensor) -> Tensor:
-    """Row-wise JS distance with natural log (scipy's ``jensenshannon`` convention), [..., K] -> [...]."""
-    m = 0.5 * (p + q)
-
-    def kl(a: Tensor, b: Tensor) -> Tensor:
-        return torch.where(a > 0, a * (torch.log(a) - torch.log(b.clamp(min=1e-30))), torch.zeros_like(a)).sum(-1)
-
-    return torch.sqrt((0.5 * kl(p, m) + 0.5 * kl(q, m)).clamp(min=0.0))
-
-
 def answer_histogram(choices: Tensor, num_labels: int, smoothing: float = 0.0) -> Tensor:
     """Label frequencies of each group's valid answers, [B, G] -> [B, K]; all-invalid groups give uniform."""
     counts = torch.zeros(choices.shape[0], num_labels, device=choices.device)
@@ -71,13 +63,13 @@ def group_jsd_reward(choices: Tensor, human: Tensor) -> Tensor:
     valid = (choices >= 0).to(torch.float32)
     counts = torch.zeros_like(human).scatter_add_(1, choices.clamp(min=0), valid)  # [B, K]
     n_valid = counts.sum(-1, keepdim=True)  # [B, 1]
-    full = jensen_shannon_distance(counts / n_valid.clamp(min=1), human)  # [B]
+    full = jensen_shannon_distance(human, counts / n_valid.clamp(min=1)).float()  # [B]
     one_hot = torch.nn.functional.one_hot(choices.clamp(min=0), num_labels).to(counts.dtype) * valid.unsqueeze(-1)
     loo_counts = counts.unsqueeze(1) - one_hot  # [B, G, K]
     loo_total = loo_counts.sum(-1, keepdim=True)
     uniform = torch.full_like(loo_counts, 1.0 / num_labels)
     loo_hist = torch.where(loo_total > 0, loo_counts / loo_total.clamp(min=1), uniform)
-    loo = jensen_shannon_distance(loo_hist, human.unsqueeze(1).expand_as(loo_hist))  # [B, G]
+    loo = jensen_shannon_distance(human.unsqueeze(1).expand_as(loo_hist), loo_hist).float()  # [B, G]
     return (loo - full.unsqueeze(1)) * valid
 
 

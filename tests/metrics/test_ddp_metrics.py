@@ -58,7 +58,6 @@ def run_rank(rank: int, world_size: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.timeout(60) if hasattr(pytest.mark, "timeout") else (lambda f: f)
 def test_two_process_sync_equals_single_process(tmp_path):
     mp.spawn(run_rank, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     expected = {name: value.item() for name, value in metrics_on([(0, 11)]).compute().items()}

@@ -29,6 +29,19 @@ def _type_names(types: type | tuple) -> str:
     return " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
 
 
+def parse_json_object(path, line_number: int, text: str) -> dict:
+    """One JSONL line as a dict, or a DataError naming the file and line."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(path, line_number, None, f"malformed JSON: {error.msg} (column {error.colno})",
+                        "malformed_json") from None
+    if not isinstance(record, dict):
+        raise DataError(path, line_number, None, f"expected a JSON object, got {type(record).__name__}",
+                        "malformed_json")
+    return record
+
+
 def json_lines(path: Path, sink: RecordSink) -> Iterator[tuple[int, dict]]:
     """``(line number, object)`` for each non-blank line; malformed lines go to ``sink.invalid``."""
     with open(path, encoding="utf-8") as lines:
@@ -36,14 +49,9 @@ def json_lines(path: Path, sink: RecordSink) -> Iterator[tuple[int, dict]]:
             if not text.strip():
                 continue
             try:
-                record = json.loads(text)
-            except json.JSONDecodeError as error:
-                sink.invalid(DataError(path, line_number, None, f"malformed JSON: {error.msg} (column {error.colno})",
-                                       "malformed_json"))
-                continue
-            if not isinstance(record, dict):
-                sink.invalid(DataError(path, line_number, None,
-                                       f"expected a JSON object, got {type(record).__name__}", "malformed_json"))
+                record = parse_json_object(path, line_number, text)
+            except DataError as error:
+                sink.invalid(error)
                 continue
             yield line_number, record
 

@@ -1,0 +1,49 @@
+"""``predict`` writes JSONL that ``tools/evaluate.py`` scores to the same numbers as ``test``."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shala_pl.cli import cli_main
+
+REPO = Path(__file__).parent.parent
+SNLI = REPO / "tests/fixtures/snli_1.0_test_part.jsonl"
+
+
+def test_predict_round_trips_through_evaluate(tiny_model_dir, tmp_path):
+    preds = tmp_path / "preds.jsonl"
+    args = [
+        "--config", str(REPO / "configs/quickstart.yaml"), "--config", str(REPO / "configs/method/zero_shot.yaml"),
+        "--model.init_args.name_or_path", str(tiny_model_dir),
+        "--data.source", "snli", "--data.path", str(SNLI), "--data.source_options", "{}",
+        "--data.test_fraction", "0.1", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(tmp_path), "--predictions.path", str(preds),
+    ]
+    cli = cli_main(args, run=False)
+    tested = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    cli.trainer.predict(cli.model, datamodule=cli.datamodule, return_predictions=False)
+
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    test_uids = [ex.uid for ex in cli.datamodule.examples("test")]
+    assert [r["uid"] for r in rows] == test_uids
+    first = rows[0]
+    assert set(first) >= {"uid", "probs", "predicted_label", "human"}
+    assert len(first["probs"]) == 3 and abs(sum(first["probs"]) - 1) < 1e-5
+    assert first["predicted_label"] in ("entailment", "neutral", "contradiction")
+
+    # evaluate.py scores the whole file, so restrict the data to the test split's uids via --allow-missing
+    out = subprocess.run(
+        [sys.executable, "tools/evaluate.py", "--source", "snli", "--data", str(SNLI), "--predictions", str(preds),
+         "--allow-missing"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    scored = json.loads(out.stdout)
+    assert scored["n"] == len(rows)
+    assert scored["jsd"] == pytest.approx(tested["test/jsd"], abs=1e-6)
+    assert scored["kl"] == pytest.approx(tested["test/kl"], abs=1e-6)
+    assert scored["accuracy"] == pytest.approx(tested["test/accuracy"], abs=1e-6)
+    assert scored["f1_macro"] == pytest.approx(tested["test/f1_macro"], abs=1e-6)
