@@ -1,12 +1,32 @@
-"""Callbacks the CLI always installs."""
+"""Callbacks the CLI always installs.
+
+- :class:`JsonlPredictionWriter`: ``predict`` output as JSON lines.
+- :class:`ReproducibleRNG`: per-rank seeding at the start of training and the global RNG states (torch, CUDA,
+  numpy, python) in every checkpoint, restored on resume: Lightning restores neither.
+- :class:`GracefulInterrupt`: SIGTERM, or a first Ctrl-C, stops training after the current step and writes a
+  resumable ``last.ckpt``.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import math
+import os
+import random
+import signal
+import threading
 from pathlib import Path
 from typing import Optional
 
-from lightning.pytorch.callbacks import BasePredictionWriter
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+log = logging.getLogger(__name__)
 
 
 class JsonlPredictionWriter(BasePredictionWriter):
@@ -38,3 +58,161 @@ class JsonlPredictionWriter(BasePredictionWriter):
             self._file.close()
             pl_module.print(f"predictions written to {self._output_path(trainer)}")
             self._file = None
+
+
+# -- RNG state ----------------------------------------------------------------------------------------------------------
+def capture_rng_state() -> dict[str, torch.Tensor]:
+    """This process's global RNG states as plain tensors (checkpoint-safe under ``torch.load(weights_only=True)``)."""
+    _, keys, pos, has_gauss, cached_gauss = np.random.get_state()
+    _, python_state, python_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "numpy_pos": torch.tensor([int(pos), int(has_gauss)], dtype=torch.int64),
+        "numpy_gauss": torch.tensor([float(cached_gauss)], dtype=torch.float64),
+        "python": torch.tensor(python_state, dtype=torch.int64),
+        "python_gauss": torch.tensor([math.nan if python_gauss is None else float(python_gauss)], dtype=torch.float64),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["torch"].cpu().to(torch.uint8))
+    pos, has_gauss = (int(x) for x in state["numpy_pos"].tolist())
+    np.random.set_state(("MT19937", state["numpy_keys"].cpu().numpy().astype(np.uint32), pos, has_gauss,
+                         float(state["numpy_gauss"])))
+    python_gauss = float(state["python_gauss"])
+    random.setstate((3, tuple(int(x) for x in state["python"].tolist()),
+                     None if math.isnan(python_gauss) else python_gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu().to(torch.uint8))
+
+
+def seed_process(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and python without touching ``PL_GLOBAL_SEED``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class ReproducibleRNG(Callback):
+    """Rollouts seeded differently on every rank, reproducibly, and resumed exactly.
+
+    ``seed_everything`` (the CLI's ``seed_everything``) gives every rank the same seed, and Lightning's DDP set-up
+    re-seeds each rank with it: every rank would draw the same random numbers for its rollouts. At the start of
+    training this re-seeds rank r with ``seed + r`` (when a seed was set), after the model is built and
+    wrapped, so parameter initialisation is unaffected (DDP broadcasts rank 0's anyway).
+
+    Checkpoints carry every rank's torch/CUDA/numpy/python RNG state (gathered; tensors only); a resumed run
+    restores its rank's state at the start of training, after Lightning's own set-up has consumed randomness, so
+    the continued run draws the same numbers as an uninterrupted one. A resume with a different world size re-seeds
+    instead (with a warning).
+    """
+
+    def __init__(self, seed_by_rank: bool = True):
+        self.seed_by_rank = seed_by_rank
+        self._loaded: Optional[dict] = None
+        self._trainer = None
+
+    def state_dict(self) -> dict:
+        state = capture_rng_state()
+        world_size = self._world_size()
+        if world_size > 1:  # every rank calls save_checkpoint; only rank 0 writes the file
+            strategy = self._trainer.strategy
+            device = strategy.root_device
+            state = {k: strategy.all_gather(v.to(device)).cpu() for k, v in state.items()}
+        else:
+            state = {k: v.unsqueeze(0) for k, v in state.items()}
+        return {"world_size": world_size, "rng": state}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._loaded = state_dict
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._trainer = trainer
+
+    def _world_size(self) -> int:
+        trainer = self._trainer
+        if trainer is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+            return 1
+        return trainer.world_size
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        loaded, self._loaded = self._loaded, None
+        if loaded is not None and int(loaded.get("world_size", 1)) == trainer.world_size:
+            restore_rng_state({k: v[trainer.global_rank] for k, v in loaded["rng"].items()})
+            return
+        if loaded is not None:
+            rank_zero_warn(f"the checkpoint's RNG states are for {loaded.get('world_size')} processes, this run has "
+                           f"{trainer.world_size}: re-seeding instead of restoring (rollouts will differ)")
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        if seed is not None and self.seed_by_rank:
+            seed_process(int(seed) + trainer.global_rank)
+
+
+# -- graceful interruption ------------------------------------------------------------------------------------------
+class GracefulInterrupt(Callback):
+    """SIGTERM (schedulers, ``kill``) or a first Ctrl-C: finish the current step, write ``last.ckpt``, stop.
+
+    Lightning 2.6 handles SIGTERM by setting ``trainer.received_sigterm``; the loops raise ``SIGTERMException``
+    after the current training batch (under DDP rank 0's signal is broadcast, so all ranks stop at the same
+    batch) and call every callback's ``on_exception``, but nothing is saved by default. This callback saves there,
+    into the ``checkpoint`` callback's ``last.ckpt`` (resume with ``--ckpt_path last`` or that path). It saves
+    nothing for other exceptions: after ``NonFiniteTrainingError`` the last good checkpoint stays as it is.
+
+    A first Ctrl-C is turned into the same graceful stop; a second one aborts at once (Lightning's
+    KeyboardInterrupt path) without saving, because it can land half-way through an update.
+    """
+
+    def __init__(self, catch_sigint: bool = True):
+        self.catch_sigint = catch_sigint
+        self._previous_sigint = None
+        self.saved_path: Optional[str] = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # After Lightning has installed its SIGTERM handler (just before the loops run); it restores every handler
+        # it found, SIGINT's included, when the run ends, normally or not.
+        if self.catch_sigint and threading.current_thread() is threading.main_thread():
+            self._previous_sigint = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._restore_sigint()
+
+    def _on_sigint(self, signum, frame) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the next Ctrl-C raises KeyboardInterrupt
+        sigterm_handler = signal.getsignal(signal.SIGTERM)
+        if not callable(sigterm_handler):  # Lightning's handler is not installed (yet): behave like Ctrl-C
+            raise KeyboardInterrupt
+        rank_zero_info("\nCtrl-C: stopping after the current step and writing a resumable checkpoint "
+                       "(press Ctrl-C again to abort without saving)")
+        sigterm_handler(signal.SIGTERM, frame)
+
+    @staticmethod
+    def last_checkpoint_path(trainer) -> Path:
+        callback = trainer.checkpoint_callback
+        if callback is not None and callback.dirpath:
+            name = (callback.CHECKPOINT_NAME_LAST or "last") + callback.FILE_EXTENSION
+            return Path(callback.dirpath) / name
+        return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._restore_sigint()
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
+            return
+        if trainer.sanity_checking:
+            return
+        path = self.last_checkpoint_path(trainer)
+        if trainer.is_global_zero and path.is_symlink():  # save_last="link": never write through the link
+            path.unlink()
+        trainer.save_checkpoint(path)
+        self.saved_path = str(path)
+        rank_zero_info(f"interrupted at step {trainer.global_step}: resumable checkpoint {path} "
+                       f"(continue with: fit ... --ckpt_path {path})")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
-from shala_pl.callbacks import JsonlPredictionWriter
+from shala_pl.callbacks import GracefulInterrupt, JsonlPredictionWriter, ReproducibleRNG
 from shala_pl.data.datamodule import VoteDataModule
+from shala_pl.data.sampling import requires_lockstep
 from shala_pl.modules.base import VoteModule
 
 SUMMARY_METRICS = ("jsd", "kl", "f1_macro", "accuracy")
@@ -20,7 +22,11 @@ class ShalaCLI(LightningCLI):
         parser.link_arguments("data.verbalizers", "model.init_args.verbalizers", apply_on="instantiate")
         parser.link_arguments("data.has_multilabel", "model.init_args.multilabel", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True})
+        # A "last" checkpoint is always kept (resume: --ckpt_path last); nothing is written when training fails
+        # (NonFiniteTrainingError keeps the last good checkpoint), only on SIGTERM / Ctrl-C (see interrupt).
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_on_exception": False})
+        parser.add_lightning_class_args(ReproducibleRNG, "rng")
+        parser.add_lightning_class_args(GracefulInterrupt, "interrupt")
         parser.add_lightning_class_args(JsonlPredictionWriter, "predictions")
         parser.add_argument("--validate_before_fit", type=bool, default=True,
                             help="run validation once before training so the log has a 'before' point")
@@ -36,13 +42,21 @@ class ShalaCLI(LightningCLI):
         if self.trainer.interrupted:
             return
         after = _metrics_of(self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False))
+        self._export_path = self._export_dir()  # on every rank: trainer.log_dir is a collective under DDP
+        if requires_lockstep(self.trainer.strategy):
+            # rank 0 holds only its shard of the parameters: an export from it would be silently wrong
+            rank_zero_warn("hf_model export skipped under a sharded strategy (FSDP / DeepSpeed): export from the "
+                           "full checkpoint instead (see docs/distributed.md)")
+        elif self.trainer.is_global_zero:
+            self.model.save_pretrained(self._export_path)
         if self.trainer.is_global_zero:
-            self.model.save_pretrained(self._export_dir())
             print(self._summary(self.before_metrics, after))
 
     def _export_dir(self):
         from pathlib import Path
 
+        if getattr(self, "_export_path", None) is not None:
+            return self._export_path
         return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "hf_model"
 
     def _summary(self, before: dict | None, after: dict) -> str:
@@ -56,7 +70,7 @@ class ShalaCLI(LightningCLI):
         checkpoint = self.trainer.checkpoint_callback
         lines += [
             "",
-            f"TensorBoard logs: {self.trainer.log_dir}   (tensorboard --logdir {self.trainer.default_root_dir})",
+            f"TensorBoard logs: {self._export_dir().parent}   (tensorboard --logdir {self.trainer.default_root_dir})",
             f"checkpoints:      {checkpoint.dirpath if checkpoint else '-'}",
             f"exported model:   {self._export_dir()}",
         ]

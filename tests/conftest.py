@@ -20,3 +20,17 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from shala_pl.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2", architecture="qwen2")
+
+
+def small_quickstart_run(model_dir, root, steps: int, *extra: str) -> list[str]:
+    """CLI arguments for a few-step ``fit`` of the quickstart config: 64 synthetic examples, batches of 4, 4
+    answers per prompt, no logger or progress bar. Later arguments override earlier ones."""
+    return [
+        "fit", "--config", str(REPO / "configs" / "quickstart.yaml"), "--model.init_args.name_or_path", str(model_dir),
+        # 52 training examples, batches of 4: 13 batches per epoch
+        "--data.source_options", "{n_examples: 64, n_annotators: 5}", "--data.batch_size", "4",
+        "--data.eval_batch_size", "16", "--trainer.max_steps", str(steps),
+        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(root),
+        "--validate_before_fit", "false", "--model.init_args.rollout.num_generations", "4", *extra,
+    ]

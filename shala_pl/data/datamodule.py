@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from shala_pl.data.example import OnInvalid, VoteExample
 from shala_pl.data.prompts import PromptSettings, render_prompt, verbalizer_words
+from shala_pl.data.sampling import EvalSampler, MarkPadding, ResumableDataLoader, TrainSampler, requires_lockstep
 
 log = logging.getLogger(__name__)
 
@@ -208,16 +209,33 @@ class VoteDataModule(LightningDataModule):
             "multilabel": torch.tensor([r["multilabel"] for r in rows], dtype=torch.float32),
             "index": torch.tensor([r["index"] for r in rows], dtype=torch.long),
             "uid": [r["uid"] for r in rows],
+            "is_padding": torch.tensor([bool(r.get("is_padding", False)) for r in rows], dtype=torch.bool),
         }
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self._dataset(split),
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=self.collate,
-            num_workers=self.num_workers,
-        )
+        """Training (``shuffle=True``): a seeded, resumable, rank-sharded loader. Evaluation: contiguous shards
+        without duplicated examples (see ``shala_pl.data.sampling``). Rank and world size come from
+        ``torch.distributed``, so this works the same under Lightning and without it."""
+        dataset = self._dataset(split)
+        if shuffle:
+            sampler = TrainSampler(dataset, shuffle=True, seed=self.sampling_seed())
+            return ResumableDataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=self.collate,
+                                       num_workers=self.num_workers)
+        lockstep = requires_lockstep(getattr(self._trainer_or_none(), "strategy", None))
+        sampler = EvalSampler(dataset, lockstep=lockstep)
+        return DataLoader(MarkPadding(dataset) if lockstep else dataset, batch_size=batch_size, sampler=sampler,
+                          collate_fn=self.collate, num_workers=self.num_workers,
+                          generator=torch.Generator().manual_seed(0))  # evaluation never draws from the global RNG
+
+    def sampling_seed(self) -> int:
+        """The training order's seed: ``seed_everything``'s (``PL_GLOBAL_SEED``, the same on every rank), else
+        ``split_seed``. Never the global RNG, so the order is reproducible and resumable."""
+        import os
+
+        return int(os.environ.get("PL_GLOBAL_SEED", self.split_seed))
+
+    def _trainer_or_none(self):
+        return getattr(self, "trainer", None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)

@@ -122,8 +122,9 @@ class VoteModule(LightningModule):
     @property
     def needs_synced_gpus(self) -> bool:
         """Sharded strategies must keep every rank in generate() until all ranks finish."""
-        name = type(self.trainer.strategy).__name__ if self._trainer is not None else ""
-        return "FSDP" in name or "DeepSpeed" in name
+        from shala_pl.data.sampling import requires_lockstep
+
+        return self._trainer is not None and requires_lockstep(self.trainer.strategy)
 
     def readout_probs(self, batch: dict) -> dict[str, tuple[Tensor, Optional[list[str]]]]:
         out = {}
@@ -141,8 +142,10 @@ class VoteModule(LightningModule):
                 if batch_idx == 0 and readout == self.readouts[0]:
                     n = min(FIGURE_EXAMPLES, probs.shape[0])
                     self._figure_examples = (batch["uid"][:n], probs[:n].tolist(), batch["human"][:n].tolist())
-                metrics[readout].update(probs.float(), batch["human"], batch["majority"],
-                                        multilabel_target=batch["multilabel"] if self.multilabel else None)
+                # Rows marked is_padding only keep sharded ranks in lockstep (shala_pl.data.sampling): not scored.
+                keep = ~batch["is_padding"] if "is_padding" in batch else slice(None)
+                metrics[readout].update(probs[keep].float(), batch["human"][keep], batch["majority"][keep],
+                                        multilabel_target=batch["multilabel"][keep] if self.multilabel else None)
 
     def _log_metrics(self, stage: str, metrics: torch.nn.ModuleDict) -> dict[str, float]:
         logged = {}
@@ -196,6 +199,8 @@ class VoteModule(LightningModule):
         probs, _ = readouts[main_readout]
         rows = []
         for i, uid in enumerate(batch["uid"]):
+            if "is_padding" in batch and bool(batch["is_padding"][i]):
+                continue
             row = {
                 "uid": uid,
                 "probs": [float(x) for x in probs[i]],
@@ -218,3 +223,7 @@ class VoteModule(LightningModule):
         self.policy.save_pretrained(out_dir)
         self.tokenizer.save_pretrained(out_dir)
         return out_dir
+
+
+# Checkpoints of modules built in Python hold these in their hyper-parameters: allow torch.load(weights_only=True).
+torch.serialization.add_safe_globals([SamplingReadout, RolloutSettings, LoraSettings])

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 import torch
 from torch import Tensor
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from shala_pl.models.shared_prefix import (
+    prefill_prompts,
+    shared_prefix_attention_for,
+    shared_prefix_cache,
+    supports_shared_prefix,
+)
 from shala_pl.rl.answer_parsing import AnswerParser
 
 RolloutMode = Literal["generate", "label"]
@@ -20,6 +28,7 @@ class RolloutSettings:
     max_new_tokens: int = 16
     temperature: float = 1.0  # generate mode only; label mode samples the policy's exact distribution
     top_p: float = 1.0
+    min_new_tokens: int = 0  # EOS is blocked until this many tokens exist (= max_new_tokens: fixed-length answers)
 
 
 @dataclass
@@ -48,21 +57,146 @@ def completion_mask_from_eos(completion_ids: Tensor, eos_token_id: int) -> Tenso
 def generate_answers(model, tokenizer, prompt_ids: Tensor, prompt_mask: Tensor, settings: RolloutSettings,
                      num_return_sequences: int, synced_gpus: bool = False) -> tuple[Tensor, Tensor]:
     """Sample answers with the KV cache: completion ids and mask, [B * n, T], grouped by prompt."""
-    out = model.generate(
-        input_ids=prompt_ids,
-        attention_mask=prompt_mask,
-        do_sample=True,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        top_k=0,
-        max_new_tokens=settings.max_new_tokens,
-        num_return_sequences=num_return_sequences,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        synced_gpus=synced_gpus,
+    completion_ids = sample_completions(
+        model, prompt_ids, prompt_mask, num_return_sequences, settings.max_new_tokens,
+        temperature=settings.temperature, top_p=settings.top_p, min_new_tokens=settings.min_new_tokens,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, synced_gpus=synced_gpus,
     )
-    completion_ids = out[:, prompt_ids.shape[1] :]
     return completion_ids, completion_mask_from_eos(completion_ids, tokenizer.eos_token_id)
+
+
+@torch.no_grad()
+def sample_completions(
+    model,
+    prompt_ids: Tensor,  # [B, L] left-padded
+    prompt_mask: Tensor,  # [B, L]
+    num_return_sequences: int,  # n answers per prompt
+    max_new_tokens: int,
+    *,
+    eos_token_id: Optional[int],
+    pad_token_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    min_new_tokens: int = 0,
+    do_sample: bool = True,
+    synced_gpus: bool = False,
+) -> Tensor:
+    """Sample n answers per prompt, [B * n, T] grouped by prompt, T <= max_new_tokens.
+
+    What ``model.generate(..., num_return_sequences=n)`` samples (the same distribution; the same tokens for greedy
+    decoding), with less work: ``generate`` copies every prompt n times before its first forward pass, so each
+    prompt is run n times and every decoding step reads n copies of its keys and values. Here each prompt is run
+    once and its keys and values are held once for its n answers (``shala_pl.models.shared_prefix``); the answers'
+    own keys and values go into storage allocated once for the whole answer, written in place (a ``DynamicCache``
+    copies the whole cache at every step and layer). Models that ``supports_shared_prefix`` rejects get the prompt
+    cache repeated n times, still in preallocated storage. Answers that ended (EOS) continue with
+    ``pad_token_id``; sampling stops when all have ended, or, with ``synced_gpus`` (sharded models), only after
+    ``max_new_tokens`` so that every rank runs the same number of forward passes. ``min_new_tokens`` blocks EOS
+    until that many tokens exist.
+    """
+    n = num_return_sequences
+    batch, prompt_len = prompt_ids.shape
+    rows = batch * n
+    tokens = torch.full((rows, max_new_tokens), pad_token_id, dtype=torch.long, device=prompt_ids.device)
+    if max_new_tokens <= 0:
+        return tokens
+    logits, cache = prefill_prompts(model, prompt_ids, prompt_mask)
+    logits = logits.float().repeat_interleave(n, dim=0)  # [N, V]
+    if supports_shared_prefix(model, cache):
+        cache = shared_prefix_cache(cache, prompt_mask, n, capacity=max_new_tokens)
+        attention = shared_prefix_attention_for(model)
+    else:
+        cache, attention = _preallocated_copy(cache, n, prompt_len + max_new_tokens), nullcontext()
+    mask = torch.cat([prompt_mask.repeat_interleave(n, dim=0), prompt_mask.new_ones(rows, max_new_tokens)], dim=1)
+    # the position of answer token t: the number of real prompt tokens + t (left padding skipped, as generate does)
+    first_position = prompt_mask.long().sum(-1, keepdim=True).repeat_interleave(n, dim=0)  # [N, 1]
+    finished = torch.zeros(rows, dtype=torch.bool, device=prompt_ids.device)
+    length = max_new_tokens
+    with attention:
+        for t in range(max_new_tokens):
+            if t > 0:
+                logits = model(input_ids=tokens[:, t - 1 : t], attention_mask=mask[:, : prompt_len + t],
+                               position_ids=first_position + (t - 1), past_key_values=cache, use_cache=True).logits
+                logits = logits[:, -1].float()
+            if eos_token_id is not None and t < min_new_tokens:
+                logits[:, eos_token_id] = -float("inf")
+            next_tokens = _next_tokens(logits, temperature, top_p, do_sample)
+            if eos_token_id is not None:
+                next_tokens = next_tokens.masked_fill(finished, pad_token_id)
+                finished |= next_tokens == eos_token_id
+            tokens[:, t] = next_tokens
+            # one host sync per token, as generate's stopping check; a sharded model keeps all ranks in step
+            if eos_token_id is not None and not synced_gpus and bool(finished.all()):
+                length = t + 1
+                break
+    return tokens[:, :length]
+
+
+def _next_tokens(logits: Tensor, temperature: float, top_p: float, do_sample: bool) -> Tensor:
+    """One token per row from next-token logits [N, V]: greedy, or sampled after temperature and top-p."""
+    if not do_sample or temperature <= 0:
+        return logits.argmax(dim=-1)
+    if temperature != 1.0:
+        logits = logits / temperature
+    if top_p < 1.0:
+        # nucleus: drop the least likely tokens whose total probability is at most 1 - top_p (never the top token)
+        ascending, order = logits.sort(dim=-1)
+        drop_sorted = ascending.softmax(dim=-1).cumsum(dim=-1) <= 1.0 - top_p
+        drop_sorted[:, -1] = False
+        logits = logits.masked_fill(drop_sorted.scatter(1, order, drop_sorted), -float("inf"))
+    return torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(1)
+
+
+class _PreallocatedLayer(DynamicLayer):
+    """A full-attention KV cache layer whose storage for the whole answer is allocated once.
+
+    ``update`` writes the new keys and values in place and returns views of the filled part, so a decoding step
+    costs no copy of the cache (a ``DynamicLayer`` concatenates, copying the whole cache at every step).
+    """
+
+    def __init__(self, keys: Tensor, values: Tensor, repeats: int, capacity: int):
+        """``keys``/``values`` [B, H, L, D] of B prompts; the layer holds each row ``repeats`` times (grouped)."""
+        super().__init__()
+        batch, heads, self._length, _ = keys.shape
+        self._key_store = keys.new_empty(batch * repeats, heads, capacity, keys.shape[-1])
+        self._value_store = values.new_empty(batch * repeats, heads, capacity, values.shape[-1])
+        for store, prompt in ((self._key_store, keys), (self._value_store, values)):  # broadcast: no repeated copy
+            store.view(batch, repeats, *store.shape[1:])[:, :, :, : self._length] = prompt.unsqueeze(1)
+        self.dtype, self.device = keys.dtype, keys.device
+        self.is_initialized = True
+        self._set_views()
+
+    def _set_views(self) -> None:
+        self.keys = self._key_store[:, :, : self._length]
+        self.values = self._value_store[:, :, : self._length]
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
+        end = self._length + key_states.shape[-2]
+        if end > self._key_store.shape[-2]:
+            raise RuntimeError(f"KV cache overflow: {end} positions, {self._key_store.shape[-2]} allocated")
+        self._key_store[:, :, self._length : end] = key_states
+        self._value_store[:, :, self._length : end] = value_states
+        self._length = end
+        self._set_views()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self._length
+
+
+def _preallocated_copy(cache: DynamicCache, repeats: int, capacity: int) -> DynamicCache:
+    """The prompt cache with every row repeated ``repeats`` times, in preallocated layers of ``capacity`` positions.
+
+    Caches with other layer types (sliding windows, linear attention) are repeated as they are and keep growing by
+    concatenation.
+    """
+    if not cache.layers or any(type(layer) is not DynamicLayer for layer in cache.layers):
+        cache.batch_repeat_interleave(repeats)
+        return cache
+    layers = [_PreallocatedLayer(layer.keys, layer.values, repeats, capacity) for layer in cache.layers]
+    expanded = DynamicCache()
+    expanded.layers, expanded.layer_class_to_replicate = layers, None
+    return expanded
 
 
 def parse_answers(tokenizer, parser: AnswerParser, completion_ids: Tensor, completion_mask: Tensor) -> tuple[Tensor, list[str]]:

@@ -1,0 +1,277 @@
+"""Distributed training for real: a 2-process DDP ``fit`` on CPU (gloo) through the CLI, its validation against the
+single-process values, the samplers, and the strategy config fragments. FSDP and DeepSpeed need GPUs (Lightning
+refuses FSDP on CPU; DeepSpeed is not installed): those tests are skipped without CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback
+
+from shala_pl.data.sampling import EvalSampler, MarkPadding, ResumableDataLoader, TrainSampler, requires_lockstep
+
+REPO = Path(__file__).resolve().parent.parent
+QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
+STRATEGIES = REPO / "configs" / "strategy"
+
+
+# -- a probe the DDP subprocess loads through its config (class_path: tests.test_distributed.DDPProbe) ---------------
+class DDPProbe(Callback):
+    """Records, per rank: the seed rollouts start from, the training examples seen, the number of DDP gradient
+    all-reduces (a comm hook counts buckets) per optimizer step, and each validation's metrics and example count."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+        self.record = {"validations": [], "train_indices": [], "allreduces_per_step": []}
+        self._allreduces = 0
+        self._val_examples = 0
+
+    def on_train_start(self, trainer, pl_module):
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.record["strategy"] = type(trainer.strategy).__name__
+        if isinstance(trainer.model, DistributedDataParallel):
+            def counting_allreduce(state, bucket):
+                self._allreduces += 1
+                return default_hooks.allreduce_hook(state, bucket)
+
+            trainer.model.register_comm_hook(None, counting_allreduce)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0:
+            self.record["rollout_seed"] = torch.initial_seed()
+        self._allreduces, self._step_before = 0, trainer.global_step
+        self.record["train_indices"] += batch["index"].tolist()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        steps = trainer.global_step - self._step_before
+        self.record["allreduces_per_step"].append(self._allreduces / max(steps, 1))
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        self._val_examples = 0
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self._val_examples += int((~batch["is_padding"]).sum())
+
+    def on_validation_end(self, trainer, pl_module):
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        self.record["validations"].append({"examples": self._val_examples, "metrics": metrics})
+        self.record["world_size"], self.record["rank"] = trainer.world_size, trainer.global_rank
+        path = Path(self.out_dir) / f"rank{trainer.global_rank}.json"
+        path.write_text(json.dumps(self.record))
+
+
+DATA_ARGS = [
+    # 70 examples: 56 train (28 per rank), 7 validation: shards of 4 and 3, batches of 2 -> [2, 2] and [2, 1]
+    "--data.source_options", "{n_examples: 70, n_annotators: 5}",
+    "--data.batch_size", "4",
+    "--data.eval_batch_size", "2",
+]
+
+
+def _cli_args(subcommand: str, model_dir, root, extra=()) -> list[str]:
+    return [subcommand, "--config", QUICKSTART, "--model.init_args.name_or_path", str(model_dir), *DATA_ARGS,
+            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(root), *extra]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tiny_model_dir, tmp_path_factory):
+    """``fit`` with 2 CPU processes (gloo) for 3 steps, micro_batches 2; validates before and after (uneven shards)."""
+    root = tmp_path_factory.mktemp("ddp")
+    probe_dir = root / "probe"
+    probe_dir.mkdir()
+    probe_config = root / "probe.yaml"
+    probe_config.write_text(yaml.safe_dump({"trainer": {"callbacks": [
+        {"class_path": "tests.test_distributed.DDPProbe", "init_args": {"out_dir": str(probe_dir)}}]}}))
+    command = [sys.executable, "-m", "shala_pl", *_cli_args("fit", tiny_model_dir, root, [
+        "--config", str(STRATEGIES / "ddp.yaml"), "--config", str(probe_config),
+        "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+        "--trainer.max_steps", "3", "--trainer.val_check_interval", "1000", "--trainer.log_every_n_steps", "1",
+        "--model.init_args.micro_batches", "2", "--model.init_args.rollout.num_generations", "4",
+    ])]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    probes = [json.loads((probe_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return root, probes
+
+
+@pytest.mark.slow
+def test_ddp_fit_two_processes_on_cpu(ddp_run):
+    root, probes = ddp_run
+    assert [p["strategy"] for p in probes] == ["DDPStrategy", "DDPStrategy"]
+    assert [p["world_size"] for p in probes] == [2, 2]
+    # the CLI's checkpoint callback always keeps a last checkpoint, at the last optimizer step
+    checkpoint = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert checkpoint["global_step"] == 3
+    # rollouts: seeded differently on each rank, reproducibly (seed_everything 0 + rank)
+    assert [p["rollout_seed"] for p in probes] == [0, 1]
+    # every rank trains on its own shard of the seeded permutation
+    seen = [set(p["train_indices"]) for p in probes]
+    assert len(probes[0]["train_indices"]) == len(probes[1]["train_indices"]) == 3 * 4
+    assert not seen[0] & seen[1]
+
+
+@pytest.mark.slow
+def test_ddp_micro_batches_all_reduce_once_per_optimizer_step(ddp_run):
+    """micro_batches=2: the first backward runs under DDP.no_sync, so gradients are all-reduced once per step
+    (the tiny model's gradients fit in one DDP bucket); syncing every micro-batch would count 2."""
+    _, probes = ddp_run
+    for probe in probes:
+        assert probe["allreduces_per_step"] == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.slow
+def test_ddp_validation_equals_single_process_with_uneven_shards(ddp_run, tiny_model_dir, tmp_path):
+    from shala_pl.cli import cli_main
+
+    root, probes = ddp_run
+    before, after = probes[0]["validations"][0], probes[0]["validations"][-1]
+    # 7 validation examples: rank 0 scores 4, rank 1 scores 3, none twice (Lightning's sampler would pad to 4 + 4)
+    assert [p["validations"][0]["examples"] for p in probes] == [4, 3]
+    assert len(probes[0]["validations"]) == 2  # before fit, after fit
+    # both ranks hold the same synced values
+    for r0, r1 in zip(probes[0]["validations"], probes[1]["validations"]):
+        assert r0["metrics"] == pytest.approx(r1["metrics"], abs=1e-6, nan_ok=True)
+
+    single_before = cli_main(_cli_args("validate", tiny_model_dir, tmp_path / "before",
+                                       ["--trainer.accelerator", "cpu"])).trainer.callback_metrics
+    single_after = cli_main(_cli_args("validate", tiny_model_dir, tmp_path / "after", [
+        "--trainer.accelerator", "cpu", "--ckpt_path", str(root / "checkpoints" / "last.ckpt")])).trainer.callback_metrics
+    for ddp, single in ((before, single_before), (after, single_after)):
+        single = {k: float(v) for k, v in single.items() if k.startswith("val/")}
+        assert set(ddp["metrics"]) == set(single) and single
+        assert ddp["metrics"] == pytest.approx(single, abs=1e-5, nan_ok=True)
+    # and training moved the model: the two validations differ
+    assert before["metrics"] != pytest.approx(after["metrics"], abs=1e-6, nan_ok=True)
+
+
+# -- samplers ------------------------------------------------------------------------------------------------------
+def test_eval_sampler_shards_without_duplicates():
+    data = list(range(11))
+    shards = [list(EvalSampler(data, num_replicas=3, rank=r)) for r in range(3)]
+    assert shards == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]
+    assert [len(EvalSampler(data, num_replicas=3, rank=r)) for r in range(3)] == [4, 4, 3]
+    # lockstep (sharded strategies): equal lengths, the extra indices are >= N and marked as padding
+    lockstep = [list(EvalSampler(data, num_replicas=3, rank=r, lockstep=True)) for r in range(3)]
+    assert [len(s) for s in lockstep] == [4, 4, 4]
+    assert sorted(i for s in lockstep for i in s if i < 11) == data
+    padded = MarkPadding([{"x": i} for i in data])
+    rows = [padded[i] for i in lockstep[2]]
+    assert [r["is_padding"] for r in rows] == [False, False, False, True]
+    assert not requires_lockstep(None)
+
+
+def test_train_sampler_is_seeded_rank_disjoint_and_padded():
+    data = list(range(10))
+    samplers = [TrainSampler(data, num_replicas=3, rank=r, seed=7) for r in range(3)]
+    shards = [list(s) for s in samplers]
+    assert [len(s) for s in shards] == [4, 4, 4]  # every rank the same number of steps (DDP needs it)
+    assert set(i for s in shards for i in s) == set(data)  # 12 slots: all 10 examples, 2 repeated
+    assert shards == [list(TrainSampler(data, num_replicas=3, rank=r, seed=7)) for r in range(3)]  # reproducible
+    samplers[0].set_epoch(1)
+    assert list(samplers[0]) != shards[0]  # reshuffled each epoch
+    samplers[0].set_epoch(0)
+    samplers[0].start_at(2)
+    assert list(samplers[0]) == shards[0][2:]  # skipping applies to one iteration only
+    assert list(samplers[0]) == shards[0]
+
+
+def test_resumable_loader_continues_mid_epoch_and_restarts_next_epoch():
+    data = list(range(10))
+
+    def loader():
+        return ResumableDataLoader(data, batch_size=3, sampler=TrainSampler(data, num_replicas=1, rank=0, seed=1))
+
+    full = [b.tolist() for b in loader()]
+    first = loader()
+    iterator = iter(first)
+    consumed = [next(iterator).tolist(), next(iterator).tolist()]
+    state = first.state_dict()
+    assert state == {"epoch": 0, "batches": 2, "batch_size": 3, "num_replicas": 1, "seed": 1}
+    assert all(isinstance(v, int) for v in state.values())  # weights_only-safe
+
+    resumed = loader()
+    resumed.load_state_dict(state)
+    assert len(resumed) == 4  # Lightning counts the restored batches itself: the length stays the epoch's
+    assert consumed + [b.tolist() for b in resumed] == full
+    assert resumed.state_dict()["batches"] == 4
+    # a checkpoint from a finished epoch does not skip anything in the next one
+    later = loader()
+    later.load_state_dict({**state, "batches": 4})
+    later.sampler.set_epoch(1)
+    assert sum(len(b) for b in later) == 10
+
+
+# -- strategy fragments ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"])
+def test_strategy_fragments_parse_and_document_the_launch(name):
+    text = (STRATEGIES / f"{name}.yaml").read_text()
+    assert "python -m shala_pl fit --config configs/quickstart.yaml --config configs/strategy/" in text
+    assert "num_nodes" in text
+    strategy = yaml.safe_load(text)["trainer"]["strategy"]
+    assert strategy["class_path"].startswith("lightning.pytorch.strategies.")
+    if name.startswith("deepspeed"):
+        assert strategy["init_args"]["config"]["zero_optimization"]["stage"] == int(name[-1])
+        assert strategy["init_args"]["config"]["gradient_clipping"] > 0
+        return
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.strategies import Strategy
+
+    parser = ArgumentParser()
+    parser.add_argument("--strategy", type=Strategy)
+    built = parser.instantiate(parser.parse_object({"strategy": strategy})).strategy
+    if name == "fsdp":
+        from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+        from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
+
+        policy = built.kwargs["auto_wrap_policy"]
+        assert isinstance(policy, ModuleWrapPolicy) and Qwen2DecoderLayer in policy._module_classes
+        assert Qwen2DecoderLayer in built._activation_checkpointing_kwargs["auto_wrap_policy"]._module_classes
+        assert built.kwargs["use_orig_params"] is True
+        assert requires_lockstep(built)
+    else:
+        assert not requires_lockstep(built)
+
+
+# -- GPU only ----------------------------------------------------------------------------------------------------------
+needs_two_gpus = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+                                    reason="needs 2 CUDA GPUs (Lightning refuses FSDP on CPU; DeepSpeed is GPU-only)")
+
+
+def _gpu_fit(model_dir, root, strategy: str, extra=()):
+    command = [sys.executable, "-m", "shala_pl", *_cli_args("fit", model_dir, root, [
+        "--config", str(STRATEGIES / f"{strategy}.yaml"), "--trainer.accelerator", "gpu", "--trainer.devices", "2",
+        "--trainer.max_steps", "3", "--trainer.val_check_interval", "1000", *extra])]
+    done = subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    return done
+
+
+@needs_two_gpus
+@pytest.mark.slow
+def test_fsdp_fit_on_two_gpus(tiny_model_dir, tmp_path):
+    _gpu_fit(tiny_model_dir, tmp_path, "fsdp", ["--model.init_args.micro_batches", "2"])
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert checkpoint["global_step"] == 3
+    assert (tmp_path / "hf_model" / "config.json").exists()
+
+
+@needs_two_gpus
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_fit_on_two_gpus(tiny_model_dir, tmp_path, stage):
+    pytest.importorskip("deepspeed")
+    _gpu_fit(tiny_model_dir, tmp_path, f"deepspeed_zero{stage}", ["--trainer.precision", "bf16-mixed"])
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()

@@ -1,0 +1,100 @@
+"""Exact resume: ``fit`` 4 steps in one go equals ``fit`` 2 steps then ``fit --ckpt_path`` to step 4.
+
+Restored: model, optimizer, LR scheduler, the global RNG states (torch/numpy/python, per rank), the training
+loader's position mid-epoch, the dynamic-weighting EMA and the module's counters. Run through the CLI, in-process.
+"""
+
+from __future__ import annotations
+
+
+import pytest
+import torch
+
+from conftest import small_quickstart_run
+from shala_pl.cli import cli_main
+
+
+
+def fit_args(model_dir, root, steps: int, *extra: str) -> list[str]:
+    return small_quickstart_run(
+        model_dir, root, steps,
+        "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1",  # steps 2 and 4 are mid-epoch
+        "--model.init_args.weighting.dynamic_strength", "1.0",  # the EMA table is part of the state
+        "--model.init_args.lr_scheduler",
+        "{class_path: torch.optim.lr_scheduler.StepLR, init_args: {step_size: 1, gamma: 0.9}}",
+        *extra,
+    )
+
+
+def trainable(cli) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in cli.model.policy.named_parameters() if p.requires_grad}
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    straight = cli_main(fit_args(tiny_model_dir, root / "straight", 4))
+    first = cli_main(fit_args(tiny_model_dir, root / "first", 2))
+    resumed = cli_main(fit_args(tiny_model_dir, root / "resumed", 4,
+                                "--ckpt_path", str(root / "first" / "checkpoints" / "last.ckpt")))
+    return root, straight, first, resumed
+
+
+def test_resumed_run_equals_uninterrupted_run(runs):
+    root, straight, first, resumed = runs
+    assert (straight.trainer.global_step, first.trainer.global_step, resumed.trainer.global_step) == (4, 2, 4)
+    expected, got = trainable(straight), trainable(resumed)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=0, msg=name)
+    # the run really trained: weights moved away from the 2-step checkpoint
+    assert any(not torch.allclose(expected[n], p, atol=1e-6) for n, p in trainable(first).items())
+    # dynamic-weighting EMA, optimizer moments and the scheduled learning rate continue where they were
+    torch.testing.assert_close(resumed.model.policy_gap.ema, straight.model.policy_gap.ema, equal_nan=True,
+                               atol=1e-7, rtol=0)
+    straight_ckpt = torch.load(root / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
+    resumed_ckpt = torch.load(root / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    for a, b in zip(straight_ckpt["optimizer_states"][0]["state"].values(),
+                    resumed_ckpt["optimizer_states"][0]["state"].values()):
+        torch.testing.assert_close(b["exp_avg_sq"], a["exp_avg_sq"], atol=1e-9, rtol=1e-5)
+    assert resumed_ckpt["lr_schedulers"] == straight_ckpt["lr_schedulers"]
+    assert resumed_ckpt["lr_schedulers"][0]["last_epoch"] == 4  # stepped once per optimizer step
+    assert resumed_ckpt["global_step"] == straight_ckpt["global_step"] == 4
+
+
+def test_checkpoint_holds_the_resume_state_and_loads_weights_only(runs):
+    root, *_ = runs
+    # default_root_dir decides where checkpoints go, and a "last" checkpoint is always kept
+    path = root / "first" / "checkpoints" / "last.ckpt"
+    assert path.exists()
+    checkpoint = torch.load(path, weights_only=True)  # no pickled code: plain tensors, dicts, ints, strings
+    assert checkpoint["global_step"] == 2
+    loader_state = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+    assert loader_state == {"epoch": 0, "batches": 2, "batch_size": 4, "num_replicas": 1, "seed": 0}
+    rng = checkpoint["callbacks"]["ReproducibleRNG"]
+    assert rng["world_size"] == 1 and {"torch", "numpy_keys", "python"} <= set(rng["rng"])
+    assert all(isinstance(v, torch.Tensor) for v in rng["rng"].values())
+    assert "policy_gap.ema" in checkpoint["state_dict"]
+    assert torch.isfinite(checkpoint["state_dict"]["policy_gap.ema"]).sum() == 8  # the 2 batches' prompts
+    assert checkpoint["grpo_counters"]["nonfinite_skipped"] == 0
+
+
+def test_validate_loads_a_dynamic_weighting_checkpoint(runs, tiny_model_dir, tmp_path):
+    """A fit checkpoint holds the EMA buffer; validate (no tracker of its own) must still load it strictly."""
+    root, *_ = runs
+    args = fit_args(tiny_model_dir, tmp_path, 1, "--ckpt_path", str(root / "first" / "checkpoints" / "last.ckpt"))
+    args[0] = "validate"
+    cli = cli_main(args)
+    assert cli.model.policy_gap is not None and "val/jsd" in cli.trainer.callback_metrics
+
+
+def test_num_iterations_counts_optimizer_steps(tiny_model_dir, tmp_path):
+    """global_step counts optimizer steps: num_iterations=2 takes two per batch, so max_steps 4 is 2 batches."""
+    cli = cli_main(fit_args(tiny_model_dir, tmp_path, 4, "--model.init_args.num_iterations", "2",
+                            "--trainer.limit_val_batches", "0"))
+    assert cli.trainer.global_step == 4
+    assert cli.trainer.fit_loop.epoch_loop.batch_progress.total.completed == 2
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 4
+    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batches"] == 2
+    assert checkpoint["lr_schedulers"][0]["last_epoch"] == 4

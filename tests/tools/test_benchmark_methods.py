@@ -1,0 +1,55 @@
+"""``tools/benchmark_methods.py --smoke``: every method on both datasets, and the shape of what it writes.
+
+Shape only: a handful of optimizer steps on a few examples proves nothing about the methods.
+"""
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+METHODS = ["zero_shot", "sft_majority", "sft_soft", "grpo_majority", "grpo_vote_share", "shala_unweighted", "shala"]
+METRICS = ["jsd", "kl", "f1_macro", "accuracy", "jsd_top_entropy", "entropy_model", "entropy_human"]
+
+
+def _check_methods(section: dict) -> None:
+    assert list(section["methods"]) == METHODS
+    for name, entry in section["methods"].items():
+        for metric in METRICS:
+            for key in (metric, metric + "_std"):
+                assert isinstance(entry[key], float), (name, key)
+        for b in range(3):  # JSD per human-entropy bin, the figure's data
+            assert f"jsd_bin{b}" in entry and f"n_bin{b}" in entry
+        assert entry["n_seeds"] == 1
+
+
+def test_smoke_writes_json_png_and_markdown(tmp_path):
+    out_json, out_png, out_md = tmp_path / "bench.json", tmp_path / "bench.png", tmp_path / "results.md"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "benchmark_methods.py"), "--smoke", "--json", str(out_json),
+         "--plot", str(out_png), "--markdown", str(out_md), "--models-dir", str(tmp_path / "models")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "shala_unweighted" in proc.stdout and "JSD" in proc.stdout  # the printed table
+
+    result = json.loads(out_json.read_text())
+    for key in ("methods", "noise_floor_jsd", "dataset", "steps", "seeds", "snli", "elapsed_s", "machine"):
+        assert key in result, key
+    assert result["dataset"] == "synthetic" and result["seeds"] == [0]
+    assert isinstance(result["noise_floor_jsd"], float) and isinstance(result["elapsed_s"], float)
+    assert isinstance(result["steps"], int) and isinstance(result["machine"], str)
+    _check_methods(result)
+    _check_methods(result["snli"])
+    assert result["snli"]["dataset"] == "snli" and result["snli"]["noise_floor_jsd"] is None
+    assert set(result["bar"]) and all(isinstance(v["holds"], bool) for v in result["bar"].values())
+
+    header = out_png.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", header[16:24])
+    assert width > 100 and height > 100
+
+    page = out_md.read_text()
+    assert "benchmark_methods.py --smoke" in page and "bench.png" in page and "| shala |" in page

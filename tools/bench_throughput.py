@@ -1,0 +1,445 @@
+"""Training throughput of group-rollout RL: shala_pl's ``GRPOModule`` against TRL's ``GRPOTrainer``.
+
+    python tools/bench_throughput.py [--vs-trl] [--json OUT] [--steps N] [--warmup N] [--repeats N] [--quick]
+
+One tiny model is built with the project's own builder (``shala_pl.models.tiny.build_tiny_model``; by default a
+qwen2 with hidden size 256, 4 layers, 4 heads: ~4.3M parameters, larger than the test model so that generation and
+the policy forward/backward, not Python glue, are what is measured) and one prompt set is rendered from the
+synthetic task. Each system then runs ``warmup + steps`` GRPO training steps on it, with the same settings:
+
+- prompts per step (B), answers per prompt (G = ``num_generations``), ``max_new_tokens`` (T). EOS is blocked until
+  T tokens exist in both systems (our ``RolloutSettings.min_new_tokens``, TRL's ``generation_kwargs``), so every
+  answer is exactly T tokens long in both and the work per step is identical; the mean completion length is
+  measured and reported for each system.
+- sampling temperature 1.0, top_p 1.0, no top-k; beta (default 0.0: no reference model, no reference pass);
+  mu = 1 (one optimizer step per rollout batch, no old-log-prob pass); full fine-tuning; fp32 on CPU; AdamW,
+  constant learning rate, no weight decay, gradient clipping at 1.0; the Dr. GRPO loss (sum over tokens / (N * T)),
+  advantages not std-scaled, clip range 0.2 / 0.28.
+- the same cheap Python reward: the answer parsed with ``shala_pl.rl.answer_parsing.AnswerParser``, rewarded with the
+  human vote share of the parsed label (our built-in ``vote_share`` reward; a Python function for TRL).
+- the same number of torch threads (``--threads``; also OMP/MKL_NUM_THREADS), no logger, no progress bar, no
+  checkpoints in both.
+
+Systems: ``shala`` = our ``GRPOModule`` in ``generate`` mode, ``shala_label`` = the same in ``label`` mode (labels
+sampled from the exact label distribution; no text is generated), ``trl`` = TRL's ``GRPOTrainer`` (``--vs-trl``;
+``pip install -e '.[bench]'``). Each runs through its own trainer, as users run it (a Lightning ``Trainer``, TRL's
+``GRPOTrainer.train``), in its OWN subprocess, so that each reports its own peak resident memory (VmHWM). A step's
+time is the wall time between consecutive step ends (data loading, generation, reward, update and the trainer's own
+work all included). The first ``warmup`` steps of each run are excluded; each run gives the median of its measured
+steps, and the table reports the median over ``repeats`` runs (run interleaved: shala, trl, shala_label, shala, ...).
+Per-step CPU time of the process is reported too: with one torch thread it is far less sensitive than wall time to
+other load on a shared machine.
+
+Output: a table on stdout and, with ``--json OUT``, ``{"shala": {...}, "trl": {...} or null, "shala_label": {...},
+"settings": {...}}``, each system with ``completions_per_s``, ``step_s``, ``peak_rss_mb`` (and more).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SYSTEMS = ("shala", "trl", "shala_label")
+REPO = Path(__file__).resolve().parent.parent
+
+FULL = dict(hidden_size=256, num_layers=4, num_heads=4, prompts_per_step=8, num_generations=8, max_new_tokens=32,
+            steps=5, warmup=2, repeats=3)
+QUICK = dict(hidden_size=64, num_layers=2, num_heads=4, prompts_per_step=2, num_generations=2, max_new_tokens=4,
+             steps=2, warmup=1, repeats=1)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vs-trl", action="store_true", help="also run TRL's GRPOTrainer (needs `pip install trl`)")
+    parser.add_argument("--json", type=Path, help="write the results to this JSON file")
+    parser.add_argument("--quick", action="store_true",
+                        help="smallest run (test-sized model, 2 prompts x 2 answers x 4 tokens, 1 warm-up + 2 steps, "
+                             "1 repeat): checks that everything runs, measures nothing useful")
+    parser.add_argument("--steps", type=int, help="measured steps per run (default 5; --quick 2)")
+    parser.add_argument("--warmup", type=int, help="steps run first and excluded (default 2; --quick 1)")
+    parser.add_argument("--repeats", type=int, help="runs per system, each in a fresh process (default 3; --quick 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in every system (default 1)")
+    parser.add_argument("--prompts-per-step", type=int, help="B (default 8)")
+    parser.add_argument("--num-generations", type=int, help="G (default 8)")
+    parser.add_argument("--max-new-tokens", type=int, help="T, the exact answer length (default 32)")
+    parser.add_argument("--beta", type=float, default=0.0, help="KL coefficient (default 0: no reference pass)")
+    parser.add_argument("--hidden-size", type=int)
+    parser.add_argument("--num-layers", type=int)
+    parser.add_argument("--num-heads", type=int)
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS,
+                        help="which systems to run (default: shala shala_label, plus trl with --vs-trl)")
+    parser.add_argument("--profile", type=Path,
+                        help="write a pyinstrument profile of each run to this folder (`pip install pyinstrument`); "
+                             "slows the runs down, so do not read the timings of a profiled run")
+    parser.add_argument("--trl-gradient-checkpointing", action="store_true",
+                        help="run TRL with its default gradient checkpointing (GRPOConfig.gradient_checkpointing=True; "
+                             "less activation memory, one more forward pass per step); by default it is off, as in "
+                             "shala_pl, so that both do the same work")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--child", choices=SYSTEMS, help=argparse.SUPPRESS)
+    parser.add_argument("--child-settings", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def resolve_settings(args: argparse.Namespace) -> dict:
+    base = QUICK if args.quick else FULL
+    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else base[name]  # noqa: E731
+    settings = {name: pick(name) for name in base}
+    if settings["warmup"] < 1 or settings["steps"] < 1 or settings["repeats"] < 1:
+        raise SystemExit("error: --warmup, --steps and --repeats must be at least 1")
+    settings.update(
+        quick=bool(args.quick), threads=args.threads, beta=args.beta, seed=args.seed,
+        trl_gradient_checkpointing=bool(args.trl_gradient_checkpointing),
+        architecture="qwen2", vocab_size=1024, temperature=1.0, top_p=1.0, top_k=0, num_iterations=1, lora=False,
+        precision="fp32", device="cpu", learning_rate=1e-5, weight_decay=0.0, max_grad_norm=1.0,
+        loss_aggregation="dr_grpo", advantage_scaling="none", clip_eps_low=0.2, clip_eps_high=0.28,
+        reward="vote_share of the parsed answer", logging_every_n_steps=10,
+        n_examples=max(64, 4 * settings["prompts_per_step"] * (settings["warmup"] + settings["steps"])),
+        n_annotators=20,
+    )
+    return settings
+
+
+# -- the parent: build the model and prompts, run every system in its own process, report ---------------------------
+def trl_version_or_exit() -> str:
+    try:
+        import trl
+    except ImportError as error:
+        raise SystemExit(
+            f"error: --vs-trl needs TRL, which could not be imported ({error}). Install it with "
+            "`pip install -e '.[bench]'` (or `pip install trl`), or run without --vs-trl."
+        ) from None
+    return trl.__version__
+
+
+def prepare_inputs(settings: dict, workdir: Path) -> tuple[Path, Path]:
+    """The tiny model and the prompt set (rendered prompts + human distributions of the train split)."""
+    from shala_pl.data.datamodule import VoteDataModule
+    from shala_pl.models.tiny import build_tiny_model
+
+    model_dir = build_tiny_model(workdir / "model", settings["architecture"], settings["hidden_size"],
+                                 settings["num_layers"], settings["num_heads"], settings["vocab_size"],
+                                 seed=settings["seed"])
+    data = VoteDataModule(**datamodule_kwargs(settings, model_dir))
+    data.setup("fit")
+    dataset = data._dataset("train")
+    prompts_file = workdir / "prompts.jsonl"
+    with prompts_file.open("w") as f:
+        for row in dataset:
+            total = sum(row["votes"])
+            f.write(json.dumps({"prompt": row["prompt"], "human": [v / total for v in row["votes"]]}) + "\n")
+    return model_dir, prompts_file
+
+
+def datamodule_kwargs(settings: dict, model_dir: Path) -> dict:
+    return dict(source="synthetic", source_options={"n_examples": settings["n_examples"],
+                                                    "n_annotators": settings["n_annotators"]},
+                tokenizer_path=str(model_dir), batch_size=settings["prompts_per_step"], eval_batch_size=16)
+
+
+def run_child(system: str, settings: dict, workdir: Path, run: int) -> dict:
+    child_settings = workdir / "settings.json"
+    child_settings.write_text(json.dumps(settings))
+    out = workdir / f"{system}-{run}.json"
+    env = dict(os.environ)
+    threads = str(settings["threads"])
+    env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, TOKENIZERS_PARALLELISM="false",
+               PYTHONWARNINGS="ignore", TRANSFORMERS_VERBOSITY="error", HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+               HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])))
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", system, "--child-settings",
+               str(child_settings), "--child-out", str(out)]
+    completed = subprocess.run(command, env=env, cwd=str(workdir), capture_output=True, text=True)
+    if completed.returncode != 0 or not out.exists():
+        sys.stderr.write(completed.stdout[-4000:] + completed.stderr[-8000:])
+        raise SystemExit(f"error: the {system} run {run} failed (exit code {completed.returncode})")
+    return json.loads(out.read_text())
+
+
+def summarise(runs: list[dict], settings: dict) -> dict:
+    per_step = settings["prompts_per_step"] * settings["num_generations"]
+    step_s = statistics.median(r["step_s"] for r in runs)
+    cpu_s = statistics.median(r["step_cpu_s"] for r in runs)
+    return {
+        "completions_per_s": per_step / step_s,
+        "step_s": step_s,
+        "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
+        "peak_rss_mb_max": max(r["peak_rss_mb"] for r in runs),
+        "completions_per_cpu_s": per_step / cpu_s,
+        "step_cpu_s": cpu_s,
+        "mean_completion_length": statistics.mean(r["mean_completion_length"] for r in runs),
+        "torch_threads": runs[0]["torch_threads"],
+        "runs": runs,
+    }
+
+
+def print_table(results: dict, settings: dict) -> None:
+    print()
+    print(f"B={settings['prompts_per_step']} prompts x G={settings['num_generations']} answers x "
+          f"T={settings['max_new_tokens']} tokens per step; beta={settings['beta']}, mu=1, fp32 CPU, "
+          f"{settings['threads']} torch thread(s); model: {settings['architecture']} hidden {settings['hidden_size']}, "
+          f"{settings['num_layers']} layers; median of {settings['repeats']} run(s) x {settings['steps']} steps "
+          f"after {settings['warmup']} warm-up")
+    header = (f"{'system':<13}{'compl/s':>9}{'step s':>9}{'compl/cpu-s':>13}{'cpu s/step':>12}"
+              f"{'peak RSS MB':>13}{'mean len':>10}")
+    print(header)
+    print("-" * len(header))
+    for system in SYSTEMS:
+        r = results.get(system)
+        if r is None:
+            continue
+        print(f"{system:<13}{r['completions_per_s']:>9.1f}{r['step_s']:>9.3f}{r['completions_per_cpu_s']:>13.1f}"
+              f"{r['step_cpu_s']:>12.3f}{r['peak_rss_mb']:>13.0f}{r['mean_completion_length']:>10.1f}")
+    if results.get("trl") and results.get("shala"):
+        s, t = results["shala"], results["trl"]
+        print(f"\nshala / trl: {s['completions_per_s'] / t['completions_per_s']:.2f}x completions per second "
+              f"({s['completions_per_cpu_s'] / t['completions_per_cpu_s']:.2f}x per CPU second), "
+              f"peak RSS {s['peak_rss_mb']:.0f} vs {t['peak_rss_mb']:.0f} MB")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        return child_main(args.child, json.loads(args.child_settings.read_text()), args.child_out)
+    settings = resolve_settings(args)
+    systems = list(args.systems) if args.systems else ["shala", "shala_label"] + (["trl"] if args.vs_trl else [])
+    if "trl" in systems:
+        settings["trl_version"] = trl_version_or_exit()
+    import torch
+    import transformers
+
+    settings.update(torch_version=torch.__version__, transformers_version=transformers.__version__,
+                    python=platform.python_version(), cpu_count=os.cpu_count(), machine=platform.machine())
+    settings["profile_dir"] = str(args.profile.resolve()) if args.profile else None
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    order = [s for s in SYSTEMS if s in systems]
+    runs: dict[str, list[dict]] = {s: [] for s in order}
+    with tempfile.TemporaryDirectory(prefix="bench_throughput_") as tmp:
+        workdir = Path(tmp)
+        model_dir, prompts_file = prepare_inputs(settings, workdir)
+        settings_for_children = dict(settings, model_dir=str(model_dir), prompts_file=str(prompts_file))
+        for run in range(settings["repeats"]):
+            for system in order:
+                start = time.perf_counter()
+                result = run_child(system, settings_for_children, workdir, run)
+                runs[system].append(result)
+                print(f"[run {run + 1}/{settings['repeats']}] {system:<12} step {result['step_s']:.3f} s "
+                      f"(cpu {result['step_cpu_s']:.3f} s), peak RSS {result['peak_rss_mb']:.0f} MB, "
+                      f"process {time.perf_counter() - start:.1f} s", flush=True)
+    results = {system: summarise(runs[system], settings) if runs.get(system) else None for system in SYSTEMS}
+    results["settings"] = settings
+    print_table(results, settings)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+# -- the children: one system, one process ----------------------------------------------------------------------------
+class StepClock:
+    """Wall and CPU time at the end of every step; intervals between step ends are the step times."""
+
+    def __init__(self):
+        self.wall, self.cpu = [], []
+
+    def start(self) -> None:
+        self.wall, self.cpu = [time.perf_counter()], [time.process_time()]
+
+    def tick(self) -> None:
+        self.wall.append(time.perf_counter())
+        self.cpu.append(time.process_time())
+
+    def measured(self, warmup: int) -> tuple[list[float], list[float]]:
+        diffs = lambda xs: [b - a for a, b in zip(xs[:-1], xs[1:])]  # noqa: E731
+        return diffs(self.wall)[warmup:], diffs(self.cpu)[warmup:]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (VmHWM), in MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def child_main(system: str, settings: dict, out: Path) -> int:
+    import torch
+
+    torch.set_num_threads(settings["threads"])
+    profiler = None
+    if settings.get("profile_dir"):
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.002)
+    clock = StepClock()
+    if system == "trl":
+        extra = run_trl(settings, clock, profiler)
+    else:
+        extra = run_shala(settings, clock, profiler, mode="label" if system == "shala_label" else "generate")
+    if profiler is not None:
+        Path(settings["profile_dir"], f"{system}.txt").write_text(profiler.output_text(unicode=True, color=False,
+                                                                                       show_all=False))
+        profiler.write_html(str(Path(settings["profile_dir"], f"{system}.html")))
+    wall, cpu = clock.measured(settings["warmup"])
+    expected = settings["steps"]
+    if len(wall) != expected:
+        raise RuntimeError(f"{system}: measured {len(wall)} steps, expected {expected}")
+    result = {
+        "system": system,
+        "step_s": statistics.median(wall),
+        "step_cpu_s": statistics.median(cpu),
+        "step_s_all": wall,
+        "step_cpu_s_all": cpu,
+        "peak_rss_mb": peak_rss_mb(),
+        "torch_threads": torch.get_num_threads(),
+        **extra,
+    }
+    out.write_text(json.dumps(result))
+    return 0
+
+
+def run_shala(settings: dict, clock: StepClock, profiler, mode: str) -> dict:
+    import torch
+    from lightning.pytorch import Callback, Trainer, seed_everything
+
+    from shala_pl.data.datamodule import VoteDataModule
+    from shala_pl.modules import GRPOModule
+    from shala_pl.rl.losses import LossSettings
+    from shala_pl.rl.rollout import RolloutSettings
+    from shala_pl.rl.weighting import AmbiguityWeighting
+
+    lengths: list[float] = []
+
+    class MeasuredGRPOModule(GRPOModule):
+        """Records the completion lengths; everything else is the module as users run it."""
+
+        def make_rollout(self, batch):
+            rollout = super().make_rollout(batch)
+            if rollout.completion_mask is not None:
+                lengths.append(float(rollout.completion_mask.sum(-1).float().mean()))
+            return rollout
+
+    class Clock(Callback):
+        def on_train_start(self, trainer, pl_module):
+            clock.start()
+            if profiler is not None:
+                profiler.start()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            clock.tick()
+
+        def on_train_end(self, trainer, pl_module):
+            if profiler is not None:
+                profiler.stop()
+
+    seed_everything(settings["seed"], verbose=False)
+    model_dir = settings["model_dir"]
+    data = VoteDataModule(**datamodule_kwargs(settings, Path(model_dir)))
+    lr, wd = settings["learning_rate"], settings["weight_decay"]
+    module = MeasuredGRPOModule(
+        name_or_path=model_dir, label_names=data.label_names, verbalizers=data.verbalizers, lora=None,
+        rollout=RolloutSettings(mode=mode, num_generations=settings["num_generations"],
+                                max_new_tokens=settings["max_new_tokens"], min_new_tokens=settings["max_new_tokens"],
+                                temperature=settings["temperature"], top_p=settings["top_p"]),
+        rewards={"vote_share": 1.0}, advantage_scaling="none", weighting=AmbiguityWeighting(strength=0.0),
+        loss=LossSettings(beta=settings["beta"], aggregation="dr_grpo", clip_eps_low=settings["clip_eps_low"],
+                          clip_eps_high=settings["clip_eps_high"]),
+        num_iterations=1, micro_batches=1, gradient_clip_val=settings["max_grad_norm"],
+        optimizer=lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
+    )
+    trainer = Trainer(
+        max_steps=settings["warmup"] + settings["steps"], accelerator="cpu", devices=1, precision="32-true",
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=settings["logging_every_n_steps"],
+        callbacks=[Clock()],
+    )
+    trainer.fit(module, datamodule=data)
+    length = statistics.mean(lengths) if lengths else 1.0  # label mode: one label per answer
+    return {"mean_completion_length": length}
+
+
+def run_trl(settings: dict, clock: StepClock, profiler) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from shala_pl.rl.answer_parsing import AnswerParser
+
+    rows = [json.loads(line) for line in Path(settings["prompts_file"]).read_text().splitlines()]
+    dataset = Dataset.from_list(rows)
+    parser = AnswerParser(["red", "green", "blue"])
+
+    def vote_share(prompts, completions, human, **kwargs):
+        """The human vote share of the parsed label; 0 for an unparseable answer."""
+        rewards = []
+        for text, p in zip(completions, human):
+            choice = parser(text)
+            rewards.append(float(p[choice]) if choice >= 0 else 0.0)
+        return rewards
+
+    holder: dict = {}
+    lengths: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            clock.start()
+            if profiler is not None:
+                profiler.start()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            clock.tick()
+            recorded = holder["trainer"]._metrics["train"].get("completions/mean_length")
+            if recorded:
+                lengths.append(float(recorded[-1]))
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if profiler is not None:
+                profiler.stop()
+
+    model_dir = settings["model_dir"]
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    B, G, T = settings["prompts_per_step"], settings["num_generations"], settings["max_new_tokens"]
+    config = GRPOConfig(
+        output_dir=str(Path(settings["prompts_file"]).parent / "trl_out"),
+        per_device_train_batch_size=B * G, gradient_accumulation_steps=1, num_generations=G,
+        max_completion_length=T, generation_kwargs={"min_new_tokens": T},
+        temperature=settings["temperature"], top_p=settings["top_p"], top_k=settings["top_k"],
+        beta=settings["beta"], num_iterations=1, loss_type="dr_grpo", scale_rewards="none",
+        epsilon=settings["clip_eps_low"], epsilon_high=settings["clip_eps_high"],
+        learning_rate=settings["learning_rate"], weight_decay=settings["weight_decay"], lr_scheduler_type="constant",
+        warmup_steps=0, max_grad_norm=settings["max_grad_norm"], optim="adamw_torch",
+        max_steps=settings["warmup"] + settings["steps"], use_cpu=True, bf16=False, fp16=False, seed=settings["seed"],
+        report_to="none", save_strategy="no", logging_steps=settings["logging_every_n_steps"], disable_tqdm=True,
+        dataloader_num_workers=0, dataloader_pin_memory=False, log_completions=False, remove_unused_columns=False,
+        gradient_checkpointing=settings["trl_gradient_checkpointing"],
+    )
+    trainer = GRPOTrainer(model=model, reward_funcs=[vote_share], args=config, train_dataset=dataset,
+                          processing_class=tokenizer, callbacks=[Clock()])
+    holder["trainer"] = trainer
+    torch.set_num_threads(settings["threads"])
+    trainer.train()
+    return {"mean_completion_length": statistics.mean(lengths) if lengths else float("nan"),
+            "trl_version": __import__("trl").__version__}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
