@@ -77,7 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS,
                         help="which systems to run (default: shala shala_label, plus trl with --vs-trl)")
     parser.add_argument("--profile", type=Path,
-                        help="write a pyinstrument profile of each run to this folder (`pip install pyinstrument`); "
+                        help="write a cProfile report of each run (top functions by cumulative time) to this folder; "
                              "slows the runs down, so do not read the timings of a profiled run")
     parser.add_argument("--trl-gradient-checkpointing", action="store_true",
                         help="run TRL with its default gradient checkpointing (GRPOConfig.gradient_checkpointing=True; "
@@ -284,18 +284,16 @@ def child_main(system: str, settings: dict, out: Path) -> int:
     torch.set_num_threads(settings["threads"])
     profiler = None
     if settings.get("profile_dir"):
-        from pyinstrument import Profiler
+        import cProfile
 
-        profiler = Profiler(interval=0.002)
+        profiler = cProfile.Profile()
     clock = StepClock()
     if system == "trl":
         extra = run_trl(settings, clock, profiler)
     else:
         extra = run_shala(settings, clock, profiler, mode="label" if system == "shala_label" else "generate")
     if profiler is not None:
-        Path(settings["profile_dir"], f"{system}.txt").write_text(profiler.output_text(unicode=True, color=False,
-                                                                                       show_all=False))
-        profiler.write_html(str(Path(settings["profile_dir"], f"{system}.html")))
+        write_profile(profiler, Path(settings["profile_dir"], f"{system}.txt"))
     wall, cpu = clock.measured(settings["warmup"])
     expected = settings["steps"]
     if len(wall) != expected:
@@ -312,6 +310,15 @@ def child_main(system: str, settings: dict, out: Path) -> int:
     }
     out.write_text(json.dumps(result))
     return 0
+
+
+def write_profile(profiler, out: Path, top: int = 60) -> None:
+    import io
+    import pstats
+
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(top)
+    out.write_text(text.getvalue())
 
 
 def run_shala(settings: dict, clock: StepClock, profiler, mode: str) -> dict:
@@ -339,14 +346,14 @@ def run_shala(settings: dict, clock: StepClock, profiler, mode: str) -> dict:
         def on_train_start(self, trainer, pl_module):
             clock.start()
             if profiler is not None:
-                profiler.start()
+                profiler.enable()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             clock.tick()
 
         def on_train_end(self, trainer, pl_module):
             if profiler is not None:
-                profiler.stop()
+                profiler.disable()
 
     seed_everything(settings["seed"], verbose=False)
     model_dir = settings["model_dir"]
@@ -401,7 +408,7 @@ def run_trl(settings: dict, clock: StepClock, profiler) -> dict:
         def on_train_begin(self, args, state, control, **kwargs):
             clock.start()
             if profiler is not None:
-                profiler.start()
+                profiler.enable()
 
         def on_step_end(self, args, state, control, **kwargs):
             clock.tick()
@@ -411,7 +418,7 @@ def run_trl(settings: dict, clock: StepClock, profiler) -> dict:
 
         def on_train_end(self, args, state, control, **kwargs):
             if profiler is not None:
-                profiler.stop()
+                profiler.disable()
 
     model_dir = settings["model_dir"]
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

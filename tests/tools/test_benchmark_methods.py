@@ -26,7 +26,10 @@ def _check_methods(section: dict) -> None:
 
 
 def test_smoke_writes_json_png_and_markdown(tmp_path):
-    out_json, out_png, out_md = tmp_path / "bench.json", tmp_path / "bench.png", tmp_path / "results.md"
+    out_json, out_png, out_md = tmp_path / "bench.json", tmp_path / "bench.png", tmp_path / "README.md"
+    # a README with the results markers: only the text between them is replaced
+    out_md.write_text("# Project\n\n## Results\n\n<!-- benchmark_methods:start -->\nold table\n"
+                      "<!-- benchmark_methods:end -->\n\n## Next section\n")
     proc = subprocess.run(
         [sys.executable, str(REPO / "tools" / "benchmark_methods.py"), "--smoke", "--json", str(out_json),
          "--plot", str(out_png), "--markdown", str(out_md), "--models-dir", str(tmp_path / "models")],
@@ -53,3 +56,13 @@ def test_smoke_writes_json_png_and_markdown(tmp_path):
 
     page = out_md.read_text()
     assert "benchmark_methods.py --smoke" in page and "bench.png" in page and "| shala |" in page
+    assert page.startswith("# Project\n\n## Results\n\n<!-- benchmark_methods:start -->\n")
+    assert page.endswith("<!-- benchmark_methods:end -->\n\n## Next section\n") and "old table" not in page
+
+    # --render rewrites the same outputs from the JSON without running anything
+    out_png.unlink()
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "benchmark_methods.py"), "--render", str(out_json),
+                           "--plot", str(out_png), "--markdown", str(out_md)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out_png.exists() and out_md.read_text() == page
