@@ -156,8 +156,8 @@ class GRPOModule(VoteModule):
                 choices=choices,
                 # The answer histogram (add-one smoothed) stands in for pi(k|x), which free text does not expose.
                 policy_probs=answer_histogram(choices, len(self.label_names), smoothing=1.0),
-                prompt_ids=batch["prompt_ids"].repeat_interleave(group, dim=0),
-                prompt_mask=batch["prompt_mask"].repeat_interleave(group, dim=0),
+                prompt_ids=batch["prompt_ids"],
+                prompt_mask=batch["prompt_mask"],
                 completion_ids=completion_ids,
                 completion_mask=completion_mask,
                 texts=texts,
@@ -176,11 +176,10 @@ class GRPOModule(VoteModule):
                                    self.verbalizer_ids)  # [b, K]
             return logp.gather(1, rollout.choices[prompts]).reshape(-1, 1)
         rows = self._completion_rows(prompts)
-        # The G copies of a prompt are identical: run each prompt once and share it across its G answers.
-        group = self.rollout_settings.num_generations
-        return shared_prompt_completion_log_probs(model, rollout.prompt_ids[rows][::group],
-                                                  rollout.prompt_mask[rows][::group], rollout.completion_ids[rows],
-                                                  rollout.completion_mask[rows], self.rollout_settings.temperature)
+        # each prompt runs once, shared by its G answers
+        return shared_prompt_completion_log_probs(model, rollout.prompt_ids[prompts], rollout.prompt_mask[prompts],
+                                                  rollout.completion_ids[rows], rollout.completion_mask[rows],
+                                                  self.rollout_settings.temperature)
 
     def reference_log_probs(self, rollout: Rollout) -> Tensor:
         if self.uses_lora:

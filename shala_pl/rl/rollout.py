@@ -8,7 +8,6 @@ from typing import Literal, Optional
 
 import torch
 from torch import Tensor
-from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from shala_pl.models.shared_prefix import (
     prefill_prompts,
@@ -37,8 +36,8 @@ class Rollout:
 
     choices: Tensor  # [B, G] label index of each answer, -1 when unparseable
     policy_probs: Tensor  # [B, K] the policy's label distribution at rollout time (exact, or the group histogram)
-    prompt_ids: Tensor = None  # [N, L] generate mode (each prompt repeated G times); [B, L] label mode
-    prompt_mask: Tensor = None  # same shape as prompt_ids
+    prompt_ids: Tensor = None  # [B, L] each prompt once, left-padded (its G answers share it)
+    prompt_mask: Tensor = None  # [B, L]
     completion_ids: Optional[Tensor] = None  # [N, T]
     completion_mask: Optional[Tensor] = None  # [N, T] 1 up to and including the first EOS
     old_logp: Optional[Tensor] = None  # [N, T] (or [N, 1] in label mode); only when num_iterations > 1
@@ -89,7 +88,7 @@ def sample_completions(
     once and its keys and values are held once for its n answers (``shala_pl.models.shared_prefix``); the answers'
     own keys and values go into storage allocated once for the whole answer, written in place (a ``DynamicCache``
     copies the whole cache at every step and layer). Models that ``supports_shared_prefix`` rejects get the prompt
-    cache repeated n times, still in preallocated storage. Answers that ended (EOS) continue with
+    cache repeated n times in an ordinary growing cache. Answers that ended (EOS) continue with
     ``pad_token_id``; sampling stops when all have ended, or, with ``synced_gpus`` (sharded models), only after
     ``max_new_tokens`` so that every rank runs the same number of forward passes. ``min_new_tokens`` blocks EOS
     until that many tokens exist.
@@ -105,8 +104,9 @@ def sample_completions(
     if supports_shared_prefix(model, cache):
         cache = shared_prefix_cache(cache, prompt_mask, n, capacity=max_new_tokens)
         attention = shared_prefix_attention_for(model)
-    else:
-        cache, attention = _preallocated_copy(cache, n, prompt_len + max_new_tokens), nullcontext()
+    else:  # rare (sliding-window, soft-capped, ... attention): the prompt cache repeated, grown by concatenation
+        cache.batch_repeat_interleave(n)
+        attention = nullcontext()
     mask = torch.cat([prompt_mask.repeat_interleave(n, dim=0), prompt_mask.new_ones(rows, max_new_tokens)], dim=1)
     # the position of answer token t: the number of real prompt tokens + t (left padding skipped, as generate does)
     first_position = prompt_mask.long().sum(-1, keepdim=True).repeat_interleave(n, dim=0)  # [N, 1]
@@ -145,58 +145,6 @@ def _next_tokens(logits: Tensor, temperature: float, top_p: float, do_sample: bo
         drop_sorted[:, -1] = False
         logits = logits.masked_fill(drop_sorted.scatter(1, order, drop_sorted), -float("inf"))
     return torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(1)
-
-
-class _PreallocatedLayer(DynamicLayer):
-    """A full-attention KV cache layer whose storage for the whole answer is allocated once.
-
-    ``update`` writes the new keys and values in place and returns views of the filled part, so a decoding step
-    costs no copy of the cache (a ``DynamicLayer`` concatenates, copying the whole cache at every step).
-    """
-
-    def __init__(self, keys: Tensor, values: Tensor, repeats: int, capacity: int):
-        """``keys``/``values`` [B, H, L, D] of B prompts; the layer holds each row ``repeats`` times (grouped)."""
-        super().__init__()
-        batch, heads, self._length, _ = keys.shape
-        self._key_store = keys.new_empty(batch * repeats, heads, capacity, keys.shape[-1])
-        self._value_store = values.new_empty(batch * repeats, heads, capacity, values.shape[-1])
-        for store, prompt in ((self._key_store, keys), (self._value_store, values)):  # broadcast: no repeated copy
-            store.view(batch, repeats, *store.shape[1:])[:, :, :, : self._length] = prompt.unsqueeze(1)
-        self.dtype, self.device = keys.dtype, keys.device
-        self.is_initialized = True
-        self._set_views()
-
-    def _set_views(self) -> None:
-        self.keys = self._key_store[:, :, : self._length]
-        self.values = self._value_store[:, :, : self._length]
-
-    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
-        end = self._length + key_states.shape[-2]
-        if end > self._key_store.shape[-2]:
-            raise RuntimeError(f"KV cache overflow: {end} positions, {self._key_store.shape[-2]} allocated")
-        self._key_store[:, :, self._length : end] = key_states
-        self._value_store[:, :, self._length : end] = value_states
-        self._length = end
-        self._set_views()
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self._length
-
-
-def _preallocated_copy(cache: DynamicCache, repeats: int, capacity: int) -> DynamicCache:
-    """The prompt cache with every row repeated ``repeats`` times, in preallocated layers of ``capacity`` positions.
-
-    Caches with other layer types (sliding windows, linear attention) are repeated as they are and keep growing by
-    concatenation.
-    """
-    if not cache.layers or any(type(layer) is not DynamicLayer for layer in cache.layers):
-        cache.batch_repeat_interleave(repeats)
-        return cache
-    layers = [_PreallocatedLayer(layer.keys, layer.values, repeats, capacity) for layer in cache.layers]
-    expanded = DynamicCache()
-    expanded.layers, expanded.layer_class_to_replicate = layers, None
-    return expanded
 
 
 def parse_answers(tokenizer, parser: AnswerParser, completion_ids: Tensor, completion_mask: Tensor) -> tuple[Tensor, list[str]]:
