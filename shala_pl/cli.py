@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
@@ -53,8 +55,6 @@ class ShalaCLI(LightningCLI):
             print(self._summary(self.before_metrics, after))
 
     def _export_dir(self):
-        from pathlib import Path
-
         if getattr(self, "_export_path", None) is not None:
             return self._export_path
         return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "hf_model"

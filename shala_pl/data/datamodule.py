@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -221,7 +222,7 @@ class VoteDataModule(LightningDataModule):
             sampler = TrainSampler(dataset, shuffle=True, seed=self.sampling_seed())
             return ResumableDataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=self.collate,
                                        num_workers=self.num_workers)
-        lockstep = requires_lockstep(getattr(self._trainer_or_none(), "strategy", None))
+        lockstep = requires_lockstep(getattr(self.trainer, "strategy", None))
         sampler = EvalSampler(dataset, lockstep=lockstep)
         return DataLoader(MarkPadding(dataset) if lockstep else dataset, batch_size=batch_size, sampler=sampler,
                           collate_fn=self.collate, num_workers=self.num_workers,
@@ -230,12 +231,7 @@ class VoteDataModule(LightningDataModule):
     def sampling_seed(self) -> int:
         """The training order's seed: ``seed_everything``'s (``PL_GLOBAL_SEED``, the same on every rank), else
         ``split_seed``. Never the global RNG, so the order is reproducible and resumable."""
-        import os
-
         return int(os.environ.get("PL_GLOBAL_SEED", self.split_seed))
-
-    def _trainer_or_none(self):
-        return getattr(self, "trainer", None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)
