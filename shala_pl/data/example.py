@@ -7,10 +7,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Sequence
 
+from shala_pl.errors import ShalaError
+
 OnInvalid = Literal["error", "skip"]
 
 
-class DataError(ValueError):
+class DataError(ShalaError, ValueError):
     """A bad record, located precisely: ``file:line: field 'name': message``."""
 
     def __init__(self, path, line: Optional[int], field_name: Optional[str], message: str, reason: str = "invalid"):
