@@ -7,16 +7,24 @@ keys and values once, next to the answers' own, and ``shared_prefix_attention`` 
 parts, all G answers of a prompt against its keys in one matrix product. The result is the attention of the
 concatenated row, computed with the prompt part shared.
 
-The attention function is registered with transformers' ``AttentionInterface`` and switched on for the model only
-inside ``shared_prefix_attention_for(model)``; it builds its own masks (the prompts' left padding, causality among the
-answer tokens), so transformers builds none. Models it cannot serve exactly (sliding-window or other non-standard
-cache layers, logit soft-capping, attention sinks) are detected by ``supports_shared_prefix``; callers then fall back
-to repeating the prompt's cache.
+``use_shared_prefix_attention(model)`` routes the model's attention through a function registered with transformers'
+``AttentionInterface`` that looks at what it is given: keys from a shared cache (``PrefixSplit``) get
+``shared_prefix_attention``, which builds its own masks (the prompts' left padding, causality among the answer
+tokens); anything else goes to the model's own implementation (``sdpa``, ``eager``, ...) with its usual mask. Because
+the choice follows the data and not a switch, a backward pass that recomputes a checkpointed layer takes the same
+path as the forward did.
+
+Gradient checkpointing recomputes each layer's forward, cache update included, during the backward pass. The cache
+layers used with gradients here (``PromptLayer`` for the prompts' pass, ``SharedPrefixLayer`` without capacity for
+the answers' pass) therefore set their contents on each update instead of appending, so a recompute writes the same
+keys again instead of doubling them. Models the shared attention cannot serve exactly (sliding-window or other
+non-standard cache layers, logit soft-capping, attention sinks) are detected by ``supports_shared_prefix``; callers
+then fall back to repeating the prompt.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import sys
 from dataclasses import dataclass
 from typing import Optional
 
@@ -24,8 +32,10 @@ import torch
 from torch import Tensor
 from transformers import AttentionInterface
 from transformers.cache_utils import DynamicCache, DynamicLayer
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-ATTENTION_NAME = "shala_shared_prefix"
+ATTENTION_PREFIX = "shala_shared_prefix+"
 
 
 def position_ids_from_mask(mask: Tensor) -> Tensor:
@@ -34,24 +44,50 @@ def position_ids_from_mask(mask: Tensor) -> Tensor:
 
 
 def prefill_prompts(model, prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor, DynamicCache]:
-    """Run left-padded prompts [B, L] once: the next-token logits after each prompt [B, V] and the KV cache."""
-    cache = DynamicCache(config=model.config)
+    """Run left-padded prompts [B, L] once: the next-token logits after each prompt [B, V] and the KV cache.
+
+    The cache holds ``PromptLayer``s (safe under gradient checkpointing) when ``supports_shared_prefix(model)``,
+    else the model's own cache layers (for sampling without gradients).
+    """
+    if supports_shared_prefix(model):
+        use_shared_prefix_attention(model)
+        cache = DynamicCache()
+        cache.layers = [PromptLayer() for _ in range(_num_layers(model))]
+        cache.layer_class_to_replicate = None
+    else:
+        cache = DynamicCache(config=model.config)
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids_from_mask(prompt_mask),
                 past_key_values=cache, use_cache=True, logits_to_keep=1)
     cache = out.past_key_values if out.past_key_values is not None else cache
     return out.logits[:, -1], cache
 
 
-def supports_shared_prefix(model, cache: DynamicCache) -> bool:
+def supports_shared_prefix(model) -> bool:
     """Whether ``shared_prefix_attention`` computes exactly what the model's own attention would."""
-    if not cache.layers or any(type(layer) is not DynamicLayer for layer in cache.layers):
-        return False  # sliding-window, linear-attention, quantized or offloaded layers
     config = model.config.get_text_config(decoder=True)
     if getattr(config, "is_encoder_decoder", False) or not getattr(config, "is_causal", True):
         return False
     if any(getattr(config, name, None) for name in ("attn_logit_softcapping", "attention_chunk_size")):
         return False
-    return all(kind == "full_attention" for kind in (getattr(config, "layer_types", None) or ["full_attention"]))
+    if not all(kind == "full_attention" for kind in (getattr(config, "layer_types", None) or ["full_attention"])):
+        return False
+    layers = DynamicCache(config=model.config).layers  # the cache the model would use: plain layers only
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+def _num_layers(model) -> int:
+    return model.config.get_text_config(decoder=True).num_hidden_layers
+
+
+class PromptLayer(DynamicLayer):
+    """A cache layer for one pass over the prompts: each update sets its keys and values (a recompute under
+    gradient checkpointing writes the same ones again) and attention sees exactly the keys given."""
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self.keys, self.values = key_states, value_states
+        return key_states, value_states
 
 
 @dataclass
@@ -67,8 +103,8 @@ class SharedPrefixLayer(DynamicLayer):
     """A KV cache layer of G answers per prompt that holds each prompt's keys and values once.
 
     With ``capacity`` (sampling, no gradients) the answers' keys and values are written in place into storage
-    allocated once for ``capacity`` answer tokens; without it (scoring, with gradients) they are kept as given (one
-    update per forward pass; a second one concatenates).
+    allocated once for ``capacity`` answer tokens, one step after the other; without it (scoring, with gradients)
+    the whole answer comes in one forward pass and each update sets it (so a checkpointed recompute is harmless).
     """
 
     def __init__(self, prompt_keys: Tensor, prompt_values: Tensor, prompt_mask: Tensor, group: int,
@@ -95,12 +131,10 @@ class SharedPrefixLayer(DynamicLayer):
             self._key_store[:, :, start:end] = key_states
             self._value_store[:, :, start:end] = value_states
             self.keys, self.values = self._key_store[:, :, :end], self._value_store[:, :, :end]
-        elif self.keys is None:
-            self.keys, self.values = key_states, value_states
+            self._answer_len = end
         else:
-            self.keys = torch.cat([self.keys, key_states], dim=-2)
-            self.values = torch.cat([self.values, value_states], dim=-2)
-        self._answer_len = end
+            self.keys, self.values = key_states, value_states
+            self._answer_len = key_states.shape[-2]
         return (PrefixSplit(self.prompt_keys, self.keys, self.prompt_mask),
                 PrefixSplit(self.prompt_values, self.values, self.prompt_mask))
 
@@ -120,16 +154,34 @@ def shared_prefix_cache(cache: DynamicCache, prompt_mask: Tensor, group: int,
     return shared
 
 
-@contextmanager
-def shared_prefix_attention_for(model):
-    """Within the block, ``model`` attends with ``shared_prefix_attention`` (its cache must be a shared one)."""
+def use_shared_prefix_attention(model) -> None:
+    """Route ``model``'s attention through ``shared_prefix_dispatch`` (once; later calls do nothing).
+
+    Ordinary inputs still reach the model's own implementation with its own mask, so the model computes what it
+    computed before; only keys from a shared cache take ``shared_prefix_attention``.
+    """
     config = model.config
-    previous = config._attn_implementation
-    config._attn_implementation = ATTENTION_NAME
-    try:
-        yield
-    finally:
-        config._attn_implementation = previous
+    base = config._attn_implementation or "eager"
+    if base.startswith(ATTENTION_PREFIX):
+        return
+    name = ATTENTION_PREFIX + base
+    if name not in ALL_ATTENTION_FUNCTIONS:
+        AttentionInterface.register(name, _dispatch_to(base))
+        if base in ALL_MASK_ATTENTION_FUNCTIONS:  # ordinary inputs get the mask their implementation expects
+            AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
+    config._attn_implementation = name
+
+
+def _dispatch_to(base: str):
+    def shared_prefix_dispatch(module, query, key, value, attention_mask, **kwargs):
+        if isinstance(key, PrefixSplit):
+            return shared_prefix_attention(module, query, key, value, attention_mask, **kwargs)
+        if base == "eager":  # each architecture defines its own eager function next to its attention module
+            return sys.modules[type(module).__module__].eager_attention_forward(
+                module, query, key, value, attention_mask, **kwargs)
+        return ALL_ATTENTION_FUNCTIONS[base](module, query, key, value, attention_mask, **kwargs)
+
+    return shared_prefix_dispatch
 
 
 def shared_prefix_attention(
@@ -137,7 +189,7 @@ def shared_prefix_attention(
     query: Tensor,  # [N, Hq, q, D], N = B * G rows grouped by prompt
     key: PrefixSplit,
     value: PrefixSplit,
-    attention_mask: Optional[Tensor],  # unused: transformers builds no mask for this implementation
+    attention_mask: Optional[Tensor],  # unused: the prompt mask and causality are applied here
     scaling: Optional[float] = None,
     dropout: float = 0.0,
     sliding_window: Optional[int] = None,
@@ -186,5 +238,3 @@ def shared_prefix_attention(
     out = prompt_out + answer_probs @ value.answer  # [N, Hkv, width, D]
     return out.view(rows, q_heads, q_len, dim).transpose(1, 2).contiguous(), None
 
-
-AttentionInterface.register(ATTENTION_NAME, shared_prefix_attention)

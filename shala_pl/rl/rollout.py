@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 import torch
 from torch import Tensor
 
-from shala_pl.models.shared_prefix import (
-    prefill_prompts,
-    shared_prefix_attention_for,
-    shared_prefix_cache,
-    supports_shared_prefix,
-)
+from shala_pl.models.shared_prefix import prefill_prompts, shared_prefix_cache, supports_shared_prefix
 from shala_pl.rl.answer_parsing import AnswerParser
 
 RolloutMode = Literal["generate", "label"]
@@ -101,34 +95,31 @@ def sample_completions(
         return tokens
     logits, cache = prefill_prompts(model, prompt_ids, prompt_mask)
     logits = logits.float().repeat_interleave(n, dim=0)  # [N, V]
-    if supports_shared_prefix(model, cache):
+    if supports_shared_prefix(model):
         cache = shared_prefix_cache(cache, prompt_mask, n, capacity=max_new_tokens)
-        attention = shared_prefix_attention_for(model)
     else:  # rare (sliding-window, soft-capped, ... attention): the prompt cache repeated, grown by concatenation
         cache.batch_repeat_interleave(n)
-        attention = nullcontext()
     mask = torch.cat([prompt_mask.repeat_interleave(n, dim=0), prompt_mask.new_ones(rows, max_new_tokens)], dim=1)
     # the position of answer token t: the number of real prompt tokens + t (left padding skipped, as generate does)
     first_position = prompt_mask.long().sum(-1, keepdim=True).repeat_interleave(n, dim=0)  # [N, 1]
     finished = torch.zeros(rows, dtype=torch.bool, device=prompt_ids.device)
     length = max_new_tokens
-    with attention:
-        for t in range(max_new_tokens):
-            if t > 0:
-                logits = model(input_ids=tokens[:, t - 1 : t], attention_mask=mask[:, : prompt_len + t],
-                               position_ids=first_position + (t - 1), past_key_values=cache, use_cache=True).logits
-                logits = logits[:, -1].float()
-            if eos_token_id is not None and t < min_new_tokens:
-                logits[:, eos_token_id] = -float("inf")
-            next_tokens = _next_tokens(logits, temperature, top_p, do_sample)
-            if eos_token_id is not None:
-                next_tokens = next_tokens.masked_fill(finished, pad_token_id)
-                finished |= next_tokens == eos_token_id
-            tokens[:, t] = next_tokens
-            # one host sync per token, as generate's stopping check; a sharded model keeps all ranks in step
-            if eos_token_id is not None and not synced_gpus and bool(finished.all()):
-                length = t + 1
-                break
+    for t in range(max_new_tokens):
+        if t > 0:
+            logits = model(input_ids=tokens[:, t - 1 : t], attention_mask=mask[:, : prompt_len + t],
+                           position_ids=first_position + (t - 1), past_key_values=cache, use_cache=True).logits
+            logits = logits[:, -1].float()
+        if eos_token_id is not None and t < min_new_tokens:
+            logits[:, eos_token_id] = -float("inf")
+        next_tokens = _next_tokens(logits, temperature, top_p, do_sample)
+        if eos_token_id is not None:
+            next_tokens = next_tokens.masked_fill(finished, pad_token_id)
+            finished |= next_tokens == eos_token_id
+        tokens[:, t] = next_tokens
+        # one host sync per token, as generate's stopping check; a sharded model keeps all ranks in step
+        if eos_token_id is not None and not synced_gpus and bool(finished.all()):
+            length = t + 1
+            break
     return tokens[:, :length]
 
 
