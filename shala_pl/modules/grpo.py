@@ -13,6 +13,7 @@ from contextlib import nullcontext
 from typing import Optional
 
 import torch
+from lightning.pytorch.strategies import DeepSpeedStrategy
 from torch import Tensor
 
 from shala_pl.models.scoring import label_log_probs, shared_prompt_completion_log_probs
@@ -64,6 +65,7 @@ class GRPOModule(VoteModule):
         self.policy_gap: Optional[PolicyGapTracker] = None
         self.consecutive_nonfinite = 0
         self.nonfinite_skipped = 0
+        self._unscaled_grad_norm: Optional[Tensor] = None  # fp16: measured in on_before_optimizer_step
         self.short_batches = 0  # training batches with fewer prompts than data.batch_size (an epoch's last)
         self.truncated_prompts = 0  # set at fit start from the DataModule's count
         self.register_buffer("invalid_answers_total", torch.zeros((), dtype=torch.long), persistent=False)
@@ -237,17 +239,38 @@ class GRPOModule(VoteModule):
                 out = self.micro_batch_loss(rollout, advantages, weights, slice(lo, hi))
                 self.manual_backward(out.loss * (hi - lo) / num_prompts)
             outputs.append(out)
-        grad_norm = self._clip_and_measure_gradients()
-        if torch.isfinite(grad_norm):
+        loss_out = _mean_loss_output(outputs)
+        if self._grad_scaler is None:
+            grad_norm = self._clip_and_measure_gradients()
+            stepped = bool(torch.isfinite(grad_norm))
+            if stepped:
+                optimizer.step()
+        else:
+            # fp16: Lightning unscales the gradients, calls on_before_optimizer_step (which clips them), then the
+            # scaler steps unless they overflowed and updates its scale either way
             optimizer.step()
+            grad_norm = self._unscaled_grad_norm
+            stepped = bool(torch.isfinite(grad_norm))
+        if stepped:
             scheduler = self.lr_schedulers()
             if scheduler is not None:
                 scheduler.step()
             self.consecutive_nonfinite = 0
         else:
-            self.skip_nonfinite_update()
+            # under fp16 a finite loss with overflowing gradients only means the scaler lowered its scale
+            overflow = self._grad_scaler is not None and bool(torch.isfinite(loss_out.loss))
+            self.skip_nonfinite_update(overflow=overflow)
         optimizer.zero_grad(set_to_none=True)
-        return _mean_loss_output(outputs), grad_norm
+        return loss_out, grad_norm
+
+    @property
+    def _grad_scaler(self) -> Optional[torch.amp.GradScaler]:
+        """The fp16 loss scaler of the precision plugin (``16-mixed``); None for 32-bit and bf16."""
+        return getattr(self.trainer.precision_plugin, "scaler", None)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self._grad_scaler is not None:  # the gradients were just unscaled: clip the true ones
+            self._unscaled_grad_norm = self._clip_and_measure_gradients()
 
     def micro_batch_loss(self, rollout: Rollout, advantages: Tensor, weights: Tensor, prompts: slice) -> LossOutput:
         group = self.rollout_settings.num_generations
@@ -285,9 +308,8 @@ class GRPOModule(VoteModule):
         previous step is returned (for logging; never non-finite, so the engine decides about skipping).
         """
         max_norm = self.gradient_clip_val if self.gradient_clip_val is not None else float("inf")
-        strategy = self.trainer.strategy if self._trainer is not None else None
-        wrapped = self.trainer.model if strategy is not None else None
-        if type(strategy).__name__.startswith("DeepSpeed"):
+        wrapped = self.trainer.model
+        if isinstance(self.trainer.strategy, DeepSpeedStrategy):
             norm = getattr(wrapped, "get_global_grad_norm", lambda: None)()
             norm = torch.as_tensor(0.0 if norm is None else float(norm), device=self.device)
             return torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm))
@@ -295,9 +317,14 @@ class GRPOModule(VoteModule):
             return wrapped.clip_grad_norm_(max_norm)
         return torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), max_norm, error_if_nonfinite=False)
 
-    def skip_nonfinite_update(self) -> None:
-        self.consecutive_nonfinite += 1
+    def skip_nonfinite_update(self, overflow: bool = False) -> None:
+        """Count a skipped update; stop after ``max_consecutive_nonfinite`` in a row. An fp16 gradient overflow
+        (``overflow``) is counted but never stops training: the scaler has lowered its scale for the next step."""
         self.nonfinite_skipped += 1
+        if overflow:
+            self.print(f"fp16 gradient overflow at step {self.global_step}: update skipped, loss scale lowered")
+            return
+        self.consecutive_nonfinite += 1
         self.print(f"non-finite loss or gradient at step {self.global_step}: update skipped "
                    f"({self.consecutive_nonfinite} in a row)")
         if self.consecutive_nonfinite >= self.max_consecutive_nonfinite:
@@ -309,8 +336,7 @@ class GRPOModule(VoteModule):
     # -- monitoring ----------------------------------------------------------------------------------------------------
     def on_train_start(self) -> None:
         """Log, once, how many prompts the DataModule truncated from the left to ``max_prompt_length``."""
-        counts = getattr(self.trainer.datamodule, "n_truncated", None) if self._trainer is not None else None
-        counts = counts or {}
+        counts = getattr(self.trainer.datamodule, "n_truncated", None) or {}
         self.truncated_prompts = int(counts.get("train", 0))
         metrics = {"data/truncated_prompts": float(self.truncated_prompts),
                    "data/truncated_prompts_val": float(counts.get("val", 0))}
@@ -321,7 +347,7 @@ class GRPOModule(VoteModule):
         valid = rollout.choices >= 0
         self.invalid_answers_total += (~valid).sum()  # stays on the device: no sync outside log steps
         self.all_invalid_groups_total += (~valid).all(dim=1).sum()
-        full_size = getattr(self.trainer.datamodule, "batch_size", None) if self._trainer is not None else None
+        full_size = getattr(self.trainer.datamodule, "batch_size", None)
         if full_size is not None and batch["human"].shape[0] < full_size:
             self.short_batches += 1  # an epoch's last, smaller batch: trained on as is
         if not self._is_log_step():
@@ -360,8 +386,7 @@ class GRPOModule(VoteModule):
             self._log_sample_table(batch, rollout, rewards)
 
     def _is_log_step(self) -> bool:
-        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
-        return self.global_step % max(every, 1) == 0
+        return self.global_step % max(self.trainer.log_every_n_steps, 1) == 0
 
     def _log_sample_table(self, batch, rollout, rewards) -> None:
         experiment = getattr(self.logger, "experiment", None)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 from lightning.pytorch import Trainer
+from lightning.pytorch.plugins.precision import MixedPrecision
 from transformers import AutoModelForCausalLM
 
 from shala_pl.data.datamodule import VoteDataModule
@@ -24,9 +25,10 @@ def make(tiny_model_dir, mode="label", lora=True, beta=0.0, **kwargs):
     return data, module
 
 
-def fit(data, module, steps=1):
+def fit(data, module, steps=1, **trainer_kwargs):
     trainer = Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu", enable_model_summary=False)
+                      limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu", enable_model_summary=False,
+                      **trainer_kwargs)
     trainer.fit(module, datamodule=data)
     return trainer
 
@@ -89,3 +91,35 @@ def test_nonfinite_loss_skips_the_update_and_stops_after_the_limit(tiny_model_di
         fit(data, module, steps=5)
     assert module.nonfinite_skipped == 2
     assert all(torch.equal(p, before[n]) for n, p in module.policy.named_parameters())
+
+
+def fp16_plugin(init_scale: float, backoff_factor: float = 0.5) -> MixedPrecision:
+    """Lightning's ``16-mixed`` with a real loss scaler; Lightning refuses ``precision="16-mixed"`` on CPU only
+    because it would build a CUDA scaler, and CPU autocast supports float16."""
+    scaler = torch.amp.GradScaler("cpu", init_scale=init_scale, backoff_factor=backoff_factor)
+    return MixedPrecision("16-mixed", "cpu", scaler=scaler)
+
+
+def test_fp16_clips_and_reports_the_unscaled_gradient_norm(tiny_model_dir):
+    norms = {}
+    for name, plugins in (("fp32", []), ("fp16", [fp16_plugin(init_scale=2.0**16)])):
+        torch.manual_seed(0)
+        data, module = make(tiny_model_dir)
+        trainer = fit(data, module, plugins=plugins, log_every_n_steps=1)
+        assert module.nonfinite_skipped == 0
+        norms[name] = float(trainer.callback_metrics["train/grad_norm"])
+    # scaled gradients would measure 2^16 times larger (and be clipped to 1 / 2^16 of their size)
+    assert norms["fp16"] == pytest.approx(norms["fp32"], rel=0.05)
+
+
+def test_fp16_overflow_lowers_the_scale_instead_of_stopping(tiny_model_dir):
+    torch.manual_seed(0)
+    data, module = make(tiny_model_dir, max_consecutive_nonfinite=2)
+    module.configure_model()
+    before = {n: p.detach().clone() for n, p in module.policy.named_parameters()}
+    plugin = fp16_plugin(init_scale=2.0**40, backoff_factor=2.0**-10)  # overflows twice, then 2^20: still too big
+    trainer = fit(data, module, steps=5, plugins=[plugin])
+    assert trainer.global_step == 5
+    assert plugin.scaler.get_scale() < 2.0**20
+    assert module.nonfinite_skipped >= 2 and module.consecutive_nonfinite == 0
+    assert any(not torch.equal(p, before[n]) for n, p in module.policy.named_parameters())
