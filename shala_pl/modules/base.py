@@ -17,7 +17,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
 from shala_pl.metrics import build_eval_metrics, compute_flat
-from shala_pl.models.loading import LoraSettings, load_causal_lm, load_tokenizer
+from shala_pl.models.loading import DType, LoraSettings, load_causal_lm, load_tokenizer
 from shala_pl.models.scoring import label_log_probs
 from shala_pl.rl.answer_parsing import AnswerParser
 from shala_pl.rl.rewards import answer_histogram
@@ -55,9 +55,13 @@ class VoteModule(LightningModule):
         verbalizers: list[str] = (),
         multilabel: bool = False,
         lora: Optional[LoraSettings] = None,
+        dtype: DType = "auto",
+        attn_implementation: str = "sdpa",
+        gradient_checkpointing: bool = False,
         trust_remote_code: bool = False,
+        from_hub: bool = False,
         readouts: list[Readout] = ("label_probs",),
-        sampling: SamplingReadout = SamplingReadout(),
+        sampling: Optional[SamplingReadout] = None,
         entropy_bins: int = 3,
         optimizer: OptimizerCallable = _default_optimizer,
         lr_scheduler: Optional[LRSchedulerCallable] = None,
@@ -68,10 +72,12 @@ class VoteModule(LightningModule):
             raise ValueError("label_names and verbalizers must be given, one verbalizer per label "
                              "(the CLI links both from the data module)")
         self.name_or_path, self.lora_settings, self.trust_remote_code = name_or_path, lora, trust_remote_code
+        self.model_options = dict(dtype=dtype, attn_implementation=attn_implementation,
+                                  gradient_checkpointing=gradient_checkpointing, from_hub=from_hub)
         self.label_names, self.verbalizers = list(label_names), list(verbalizers)
-        self.readouts, self.sampling = list(readouts), sampling
+        self.readouts, self.sampling = list(readouts), sampling or SamplingReadout()
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
-        self.tokenizer = load_tokenizer(name_or_path, trust_remote_code)
+        self.tokenizer = load_tokenizer(name_or_path, trust_remote_code, from_hub)
         self.verbalizer_ids = [self.tokenizer(w, add_special_tokens=False)["input_ids"] for w in self.verbalizers]
         self.parser = AnswerParser(self.verbalizers)
         self.policy = None
@@ -85,7 +91,8 @@ class VoteModule(LightningModule):
     # -- model -----------------------------------------------------------------------------------------------------
     def configure_model(self) -> None:
         if self.policy is None:
-            self.policy = load_causal_lm(self.name_or_path, self.lora_settings, self.trust_remote_code)
+            self.policy = load_causal_lm(self.name_or_path, self.lora_settings, self.trust_remote_code,
+                                         **self.model_options)
             self.policy.train()  # from_pretrained returns eval mode; Lightning switches modes around validation
 
     @property

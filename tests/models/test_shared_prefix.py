@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from shala_pl.models.loading import load_tokenizer
 from shala_pl.models.scoring import completion_log_probs, shared_prompt_completion_log_probs
-from shala_pl.models.shared_prefix import prefill_prompts, supports_shared_prefix
+from shala_pl.models.shared_prefix import supports_shared_prefix
 from shala_pl.rl.rollout import _next_tokens, sample_completions
 
 PROMPTS = ["Premise: a man plays a guitar. Hypothesis: a person makes music. Answer:",
@@ -86,8 +86,7 @@ def test_shared_prompt_scoring_equals_repeated_prompt_scoring(tiny_model_dir, ba
 def test_greedy_sampling_equals_generate(tiny_model_dir, batch, architecture, overrides, shared):
     tokenizer, prompt_ids, prompt_mask = batch
     model = tiny(tiny_model_dir, architecture, **overrides)
-    _, cache = prefill_prompts(model, prompt_ids, prompt_mask)
-    assert supports_shared_prefix(model, cache) is shared
+    assert supports_shared_prefix(model) is shared
     ours = sample_completions(model, prompt_ids, prompt_mask, GROUP, 12, eos_token_id=tokenizer.eos_token_id,
                               pad_token_id=tokenizer.pad_token_id, do_sample=False)
     with torch.no_grad():
