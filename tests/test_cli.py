@@ -7,8 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
+from conftest import small_quickstart_run
+from shala_pl.__main__ import main
 from shala_pl.cli import cli_main
+from shala_pl.data.example import DataError
 
 REPO = Path(__file__).parent.parent
 RUN_CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml"))
@@ -114,3 +118,78 @@ def test_fit_is_reproducible_on_cpu(tiny_model_dir, tmp_path):
 
     first, second = run(tmp_path / "a"), run(tmp_path / "b")
     assert all(torch.equal(first[n], second[n]) for n in first)
+
+
+# -- one-line errors ---------------------------------------------------------------------------------------------------
+class FailInSetup(Callback):
+    """Raises a project error from inside the trainer (``setup`` runs within ``trainer.fit``)."""
+
+    def setup(self, trainer, pl_module, stage):
+        raise DataError("bad.jsonl", 3, "votes", "raised inside the trainer")
+
+
+def quick_fit(tiny_model_dir, tmp_path, *extra):
+    return small_quickstart_run(tiny_model_dir, tmp_path, 1, *extra)
+
+
+def test_data_error_is_one_line_with_exit_2(tiny_model_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"uid": "a", "text": "x", "votes": {"yes": "many"}}\n')
+    code = main(quick_fit(tiny_model_dir, tmp_path, "--data.source", "jsonl", "--data.path", str(bad),
+                          "--data.source_options", "{}"))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().splitlines()[-1] == f"shala_pl: error: {bad}:1: field 'votes': votes must be numbers, got ['many']"
+    assert "Traceback" not in err
+
+
+def test_error_raised_inside_the_trainer_is_one_line(tiny_model_dir, tmp_path, capsys):
+    code = main(quick_fit(tiny_model_dir, tmp_path, "--trainer.callbacks+=test_cli.FailInSetup"))
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"shala_pl: error: {DataError('bad.jsonl', 3, 'votes', 'raised inside the trainer')}")
+
+
+@pytest.mark.parametrize("option, message", [
+    ("--model.init_args.name_or_path", "model directory '{missing}' does not exist (model.name_or_path)"),
+    ("--data.path", "data (source 'snli'): snli: no such file or folder: {missing}"),
+])
+def test_missing_model_or_data_is_one_line(tiny_model_dir, tmp_path, capsys, option, message):
+    missing = str(tmp_path / "nowhere")
+    args = quick_fit(tiny_model_dir, tmp_path, "--data.source", "snli", "--data.source_options", "{}",
+                     "--data.path", str(REPO / "tests/fixtures/snli_1.0_test_part.jsonl"), option, missing)
+    assert main(args) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("shala_pl: error: " + message.format(missing=missing))
+
+
+def test_unknown_source_option_names_the_data_section(tiny_model_dir, tmp_path, capsys):
+    assert main(quick_fit(tiny_model_dir, tmp_path, "--data.source_options", "{n_raters: 3}")) == 2
+    assert "shala_pl: error: data (source 'synthetic'): source 'synthetic' got unknown option(s) ['n_raters']" in (
+        capsys.readouterr().err)
+
+
+def test_debug_shows_the_traceback(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("SHALA_DEBUG", "1")
+    with pytest.raises(DataError, match="raised inside the trainer"):
+        main(quick_fit(tiny_model_dir, tmp_path, "--trainer.callbacks+=test_cli.FailInSetup"))
+
+
+def test_bare_subcommand_points_at_the_quickstart():
+    """The real entry point, as a user types it: exit status 2 and one line, without importing Lightning."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "shala_pl", "fit"], capture_output=True,
+                         text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 2 and out.stdout == ""
+    message = [line for line in out.stderr.splitlines() if not line.startswith("import time:")]
+    assert message == ["shala_pl: error: 'fit' needs a config; start with: python -m shala_pl fit --config "
+                       "configs/quickstart.yaml  (all configs: python -m shala_pl --help)"]
+    assert "| lightning" not in out.stderr  # answered without importing Lightning
+
+
+def test_top_level_help_lists_subcommands_and_configs(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "python -m shala_pl fit --config configs/quickstart.yaml" in out
+    for config in RUN_CONFIGS + METHOD_CONFIGS + STRATEGY_CONFIGS:
+        assert str(config.relative_to(REPO)) in out
+    assert main([]) == 2 and "subcommands:" in capsys.readouterr().err

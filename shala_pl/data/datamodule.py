@@ -13,9 +13,10 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from shala_pl.data.example import OnInvalid, VoteExample
+from shala_pl.data.example import DataError, OnInvalid, VoteExample
 from shala_pl.data.prompts import PromptSettings, render_prompt, verbalizer_words
 from shala_pl.data.sampling import EvalSampler, MarkPadding, ResumableDataLoader, TrainSampler, requires_lockstep
+from shala_pl.errors import ConfigValueError
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,14 @@ class VoteDataModule(LightningDataModule):
     def _read(self, path, extra_options: dict) -> list[VoteExample]:
         from shala_pl.data.sources import load_source
 
-        result = load_source(self.source, path, on_invalid=self.on_invalid, **{**self.source_options, **extra_options})
+        try:
+            result = load_source(self.source, path, on_invalid=self.on_invalid,
+                                 **{**self.source_options, **extra_options})
+        except DataError:
+            raise
+        except (ValueError, TypeError, FileNotFoundError) as error:
+            # the registry's own checks: unknown source, option or missing path, all fixed in the data section
+            raise ConfigValueError(f"data (source {self.source!r}): {error}") from error
         if result.skipped:
             log.warning("%s %s: skipped %s", self.source, path, dict(result.skipped))
             self.skipped.update(result.skipped)
@@ -136,10 +144,11 @@ class VoteDataModule(LightningDataModule):
                 "train": pick(order[n_val + n_test :]),
             }
         else:
-            raise ValueError(f"unknown split {self.split!r}; expected random, distributed_nli or files")
+            raise ConfigValueError(f"data.split must be random, distributed_nli or files; got {self.split!r}")
         empty = [name for name, split in self.splits.items() if not split]
         if empty:
-            raise ValueError(f"split(s) {empty} of {self.source} {self.path} are empty; adjust the split settings")
+            raise ConfigValueError(f"split(s) {empty} of {self.source} {self.path} are empty; adjust data.split, "
+                                   "data.val_fraction/test_fraction or data.dev_size")
 
     def examples(self, split: str) -> list[VoteExample]:
         if not self.splits:
