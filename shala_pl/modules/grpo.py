@@ -232,14 +232,16 @@ class GRPOModule(VoteModule):
         optimizer = self.optimizers()
         num_prompts = batch["prompt_ids"].shape[0]
         bounds = torch.linspace(0, num_prompts, min(self.micro_batches, num_prompts) + 1).round().long().tolist()
-        outputs = []
+        num_tokens = self._global_answer_tokens(rollout) if self.loss_settings.aggregation == "dapo" else None
+        outputs, shares = [], []
         for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
             last = i == len(bounds) - 2
             with nullcontext() if last else self._no_backward_sync():
-                out = self.micro_batch_loss(rollout, advantages, weights, slice(lo, hi))
-                self.manual_backward(out.loss * (hi - lo) / num_prompts)
+                out = self.micro_batch_loss(rollout, advantages, weights, slice(lo, hi), num_tokens)
+                shares.append(self._loss_share(hi - lo, num_prompts))
+                self.manual_backward(out.loss * shares[-1])
             outputs.append(out)
-        loss_out = _mean_loss_output(outputs)
+        loss_out = _combine_loss_outputs(outputs, shares)
         if self._grad_scaler is None:
             grad_norm = self._clip_and_measure_gradients()
             stepped = bool(torch.isfinite(grad_norm))
@@ -263,6 +265,22 @@ class GRPOModule(VoteModule):
         optimizer.zero_grad(set_to_none=True)
         return loss_out, grad_norm
 
+    def _loss_share(self, prompts: int, num_prompts: int) -> float:
+        """A micro-batch's factor in the optimizer batch's loss. ``dapo`` losses are already divided by the token
+        count of the whole batch over all ranks: they add up, times the world size to undo the gradient averaging
+        of DDP, FSDP and DeepSpeed. The other aggregations average the micro-batches' losses by prompt count."""
+        if self.loss_settings.aggregation == "dapo":
+            return float(self.trainer.world_size)
+        return prompts / num_prompts
+
+    def _global_answer_tokens(self, rollout: Rollout) -> Tensor:
+        """Answer tokens in the optimizer batch on all ranks (``dapo``'s normaliser): one all-reduce."""
+        if rollout.completion_mask is None:  # label mode: one token per answer
+            count = torch.tensor(float(rollout.choices.numel()), device=self.device)
+        else:
+            count = rollout.completion_mask.sum().float()
+        return self._global_sum(count)
+
     @property
     def _grad_scaler(self) -> Optional[torch.amp.GradScaler]:
         """The fp16 loss scaler of the precision plugin (``16-mixed``); None for 32-bit and bf16."""
@@ -272,7 +290,8 @@ class GRPOModule(VoteModule):
         if self._grad_scaler is not None:  # the gradients were just unscaled: clip the true ones
             self._unscaled_grad_norm = self._clip_and_measure_gradients()
 
-    def micro_batch_loss(self, rollout: Rollout, advantages: Tensor, weights: Tensor, prompts: slice) -> LossOutput:
+    def micro_batch_loss(self, rollout: Rollout, advantages: Tensor, weights: Tensor, prompts: slice,
+                         num_tokens: Optional[Tensor] = None) -> LossOutput:
         group = self.rollout_settings.num_generations
         logp = self.sequence_log_probs(rollout, self.policy, prompts=prompts)  # [n, T]
         rows = self._completion_rows(prompts)
@@ -286,7 +305,7 @@ class GRPOModule(VoteModule):
             logp, old_logp, ref_logp,
             advantages[prompts].reshape(-1),  # [n]
             weights[prompts].repeat_interleave(group),  # [n]
-            mask, self.loss_settings, max_length,
+            mask, self.loss_settings, max_length, num_tokens,
         )
 
     def _no_backward_sync(self):
@@ -415,10 +434,12 @@ def _is_fsdp_root(module) -> bool:
     return isinstance(module, FullyShardedDataParallel)
 
 
-def _mean_loss_output(outputs: list[LossOutput]) -> LossOutput:
-    stack = lambda name: torch.stack([getattr(o, name).detach() for o in outputs]).mean()  # noqa: E731
-    return LossOutput(loss=stack("loss"), policy_loss=stack("policy_loss"), kl=stack("kl"),
-                      clip_ratio=stack("clip_ratio"))
+def _combine_loss_outputs(outputs: list[LossOutput], shares: list[float]) -> LossOutput:
+    """The optimizer batch's loss terms (each micro-batch's times its share, summed); mean clipping ratios."""
+    total = lambda name: sum(share * getattr(o, name).detach() for o, share in zip(outputs, shares))  # noqa: E731
+    mean = lambda name: torch.stack([getattr(o, name).detach() for o in outputs]).mean()  # noqa: E731
+    return LossOutput(loss=total("loss"), policy_loss=total("policy_loss"), kl=total("kl"),
+                      clip_ratio=mean("clip_ratio"))
 
 
 def _entropy(probs: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-Aggregation = Literal["grpo", "dr_grpo", "dapo"]
+Aggregation = Literal["grpo", "dr_grpo", "dapo", "bnpo"]
 
 
 @dataclass
@@ -19,7 +19,7 @@ class LossSettings:
     clip_eps_low: float = 0.2
     clip_eps_high: float = 0.28  # DAPO's clip-higher: lets unlikely labels gain probability faster
     beta: float = 0.0  # KL-to-reference coefficient; 0 skips the reference forward pass entirely
-    aggregation: Aggregation = "dr_grpo"
+    aggregation: Aggregation = "dr_grpo"  # grpo, dr_grpo, dapo (global token mean) or bnpo; see ``aggregate``
 
 
 def clipped_surrogate(
@@ -45,12 +45,15 @@ def k3_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:
     return torch.exp(log_ratio) - log_ratio - 1.0
 
 
-def aggregate(per_token: Tensor, mask: Tensor, mode: Aggregation, max_length: int | None = None) -> Tensor:
+def aggregate(per_token: Tensor, mask: Tensor, mode: Aggregation, max_length: int | None = None,
+              num_tokens: Tensor | None = None) -> Tensor:
     """Reduce per-token values [N, T] to a scalar.
 
     ``grpo``: mean over each sequence's tokens, then over sequences (length-biased: short answers weigh more).
     ``dr_grpo``: sum over tokens / (N * max_length), the constant Dr. GRPO uses to remove that bias.
-    ``dapo``: sum over all tokens / number of tokens.
+    ``dapo``: sum over tokens / ``num_tokens``, the number of answer tokens in the whole optimizer batch (all
+    micro-batches, all ranks; these N rows' own count when not given), so every token weighs the same.
+    ``bnpo``: sum over tokens / these N rows' token count (TRL's ``bnpo``: a token mean per micro-batch).
     """
     mask = mask.to(per_token.dtype)
     masked = per_token * mask
@@ -59,9 +62,11 @@ def aggregate(per_token: Tensor, mask: Tensor, mode: Aggregation, max_length: in
     if mode == "dr_grpo":
         length = max_length if max_length is not None else per_token.shape[-1]
         return masked.sum() / (per_token.shape[0] * length)
-    if mode == "dapo":
+    if mode == "dapo" and num_tokens is not None:
+        return masked.sum() / num_tokens.to(per_token.dtype).clamp(min=1.0)
+    if mode in ("dapo", "bnpo"):
         return masked.sum() / mask.sum().clamp(min=1.0)
-    raise ValueError(f"unknown aggregation {mode!r}; expected grpo, dr_grpo or dapo")
+    raise ValueError(f"unknown aggregation {mode!r}; expected grpo, dr_grpo, dapo or bnpo")
 
 
 @dataclass
@@ -81,15 +86,16 @@ def grpo_loss(
     mask: Tensor,  # [N, T]
     settings: LossSettings,
     max_length: int | None = None,
+    num_tokens: Tensor | None = None,  # ``dapo``: answer tokens in the whole optimizer batch
 ) -> LossOutput:
     per_token, is_clipped = clipped_surrogate(logp, old_logp, advantages, settings.clip_eps_low, settings.clip_eps_high)
     per_token = per_token * sample_weights.unsqueeze(-1)
-    policy_loss = aggregate(per_token, mask, settings.aggregation, max_length)
+    policy_loss = aggregate(per_token, mask, settings.aggregation, max_length, num_tokens)
     if settings.beta > 0:
         if ref_logp is None:
             raise ValueError("beta > 0 needs reference log-probabilities")
         kl_per_token = k3_kl(logp, ref_logp)
-        kl = aggregate(kl_per_token, mask, settings.aggregation, max_length)
+        kl = aggregate(kl_per_token, mask, settings.aggregation, max_length, num_tokens)
         loss = policy_loss + settings.beta * kl
     else:
         kl = policy_loss.new_zeros(())

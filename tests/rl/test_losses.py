@@ -49,8 +49,11 @@ def test_aggregations_on_unequal_lengths():
     assert aggregate(values, mask, "grpo").item() == pytest.approx(2.0)
     # dr_grpo: sum 6 / (2 sequences * max length 4)
     assert aggregate(values, mask, "dr_grpo", max_length=4).item() == pytest.approx(0.75)
-    # dapo: sum 6 / 3 tokens
+    # dapo: sum 6 / 3 tokens; over a larger batch (other micro-batches, other ranks) of 12 tokens: 6 / 12
     assert aggregate(values, mask, "dapo").item() == pytest.approx(2.0)
+    assert aggregate(values, mask, "dapo", num_tokens=torch.tensor(12.0)).item() == pytest.approx(0.5)
+    # bnpo: these rows' own token mean whatever the batch
+    assert aggregate(values, mask, "bnpo").item() == pytest.approx(2.0)
     with pytest.raises(ValueError, match="aggregation"):
         aggregate(values, mask, "mean")
 
