@@ -1,9 +1,19 @@
-"""``python -m shala_pl {fit,validate,test,predict} --config configs/....yaml``"""
+"""``python -m shala_pl {fit,validate,test,predict} --config configs/....yaml`` (entry point: ``__main__.py``).
+
+Where a run's files go (one rule): ``trainer.default_root_dir`` decides. With a logger (TensorBoard unless the
+config names another) every run gets ``<default_root_dir>/version_N/`` holding its logs, ``checkpoints/`` and, at
+the end of ``fit``, ``hf_model/``; without one (``--trainer.logger false``) they go straight under
+``<default_root_dir>``. A config overrides one of them by naming it: the logger's ``save_dir``,
+``checkpoint.dirpath``, ``predictions.path``. ``--ckpt_path last`` is the newest ``last.ckpt`` of that layout, and a
+resumed ``fit`` keeps logging into the folder it resumes.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
@@ -11,9 +21,11 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from shala_pl.callbacks import GracefulInterrupt, JsonlPredictionWriter, ReproducibleRNG
 from shala_pl.data.datamodule import VoteDataModule
 from shala_pl.data.sampling import requires_lockstep
+from shala_pl.errors import ConfigValueError
 from shala_pl.modules.base import VoteModule
 
 SUMMARY_METRICS = ("jsd", "kl", "f1_macro", "accuracy")
+DEFAULT_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
 
 
 class ShalaCLI(LightningCLI):
@@ -32,6 +44,12 @@ class ShalaCLI(LightningCLI):
         parser.add_lightning_class_args(JsonlPredictionWriter, "predictions")
         parser.add_argument("--validate_before_fit", type=bool, default=True,
                             help="run validation once before training so the log has a 'before' point")
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            settle_run_paths(self.config[subcommand], subcommand)
 
     def before_fit(self) -> None:
         self.before_metrics = None
@@ -59,6 +77,15 @@ class ShalaCLI(LightningCLI):
             return self._export_path
         return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "hf_model"
 
+    def _logs_line(self) -> list[str]:
+        logger = self.trainer.logger
+        if logger is None:
+            return []
+        line = f"logs:             {logger.log_dir}"
+        if "TensorBoard" in type(logger).__name__:
+            line += f"   (tensorboard --logdir {Path(logger.root_dir)})"
+        return [line]
+
     def _summary(self, before: dict | None, after: dict) -> str:
         lines = ["", "validation (label distribution vs human votes)", f"{'metric':<12}{'before':>10}{'after':>10}"]
         for name in SUMMARY_METRICS:
@@ -70,11 +97,48 @@ class ShalaCLI(LightningCLI):
         checkpoint = self.trainer.checkpoint_callback
         lines += [
             "",
-            f"TensorBoard logs: {self._export_dir().parent}   (tensorboard --logdir {self.trainer.default_root_dir})",
+            *self._logs_line(),
             f"checkpoints:      {checkpoint.dirpath if checkpoint else '-'}",
             f"exported model:   {self._export_dir()}",
         ]
         return "\n".join(lines)
+
+
+def settle_run_paths(config: Namespace, subcommand: str) -> None:
+    """Apply the one placement rule (module docstring) to a parsed subcommand config, in place: the default logger
+    writes under ``default_root_dir``, and ``--ckpt_path last`` becomes the path of that layout's newest
+    ``last.ckpt`` (a resumed ``fit`` logs into the folder it resumes); no such checkpoint is an error."""
+    trainer = config.trainer
+    root = trainer.default_root_dir or "."
+    if trainer.logger is None or trainer.logger is True:
+        trainer.logger = Namespace(class_path=DEFAULT_LOGGER,
+                                   init_args=Namespace(save_dir=root, name="", default_hp_metric=False))
+    if config.get("ckpt_path") != "last":
+        return
+    logger = trainer.logger
+    init_args = getattr(logger, "init_args", None) if isinstance(logger, Namespace) else None
+    if config.checkpoint.dirpath:
+        where = Path(config.checkpoint.dirpath)
+        found = where / "last.ckpt"
+        found = found if found.is_file() else None
+    elif logger is False:
+        where = Path(root) / "checkpoints"
+        found = where / "last.ckpt"
+        found = found if found.is_file() else None
+    elif init_args is not None and init_args.get("save_dir") is not None:
+        where = Path(init_args.save_dir) / (init_args.get("name") or "")
+        versions = sorted((int(m.group(1)), p) for p in where.glob("version_*/checkpoints/last.ckpt")
+                          if (m := re.fullmatch(r"version_(\d+)", p.parent.parent.name)))
+        found = versions[-1][1] if versions else None
+        if found is not None and subcommand == "fit":
+            init_args.version = versions[-1][0]  # keep logging (and checkpointing) into the resumed run's folder
+    else:
+        raise ConfigValueError("--ckpt_path last: this logger's folder layout is unknown; give the checkpoint's path")
+    if found is None:
+        action = "resume" if subcommand == "fit" else subcommand
+        raise ConfigValueError(f"--ckpt_path last: no last.ckpt under {where} to {action} (trainer.default_root_dir "
+                               f"is {root}); give a checkpoint path, or leave out --ckpt_path to start a new run")
+    config.ckpt_path = str(found)
 
 
 def _metrics_of(results: list[dict]) -> dict:

@@ -6,13 +6,13 @@ loader's position mid-epoch, the dynamic-weighting EMA and the module's counters
 
 from __future__ import annotations
 
-
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from conftest import small_quickstart_run
+from shala_pl.__main__ import main
 from shala_pl.cli import cli_main
-
 
 
 def fit_args(model_dir, root, steps: int, *extra: str) -> list[str]:
@@ -98,3 +98,43 @@ def test_num_iterations_counts_optimizer_steps(tiny_model_dir, tmp_path):
     assert checkpoint["global_step"] == 4
     assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batches"] == 2
     assert checkpoint["lr_schedulers"][0]["last_epoch"] == 4
+
+
+class RecordStartStep(Callback):
+    def on_train_start(self, trainer, pl_module):
+        self.step = trainer.global_step
+
+
+def test_ckpt_path_last_continues_the_run_in_its_own_folder(tiny_model_dir, tmp_path, capsys):
+    """``default_root_dir`` decides where everything goes (logger default included), the end-of-run message says
+    so, and the same command line with ``--ckpt_path last`` continues that run in the same folder."""
+    def args(steps, *extra):
+        return small_quickstart_run(tiny_model_dir, tmp_path, steps, "--trainer.logger", "true",
+                                    "--trainer.limit_val_batches", "1", *extra)
+
+    assert main(args(2)) == 0
+    run = tmp_path / "version_0"
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "hf_model" / "config.json").is_file()
+    first_events = set(run.glob("events.out.tfevents.*"))
+    assert first_events
+    printed = capsys.readouterr().out
+    assert f"logs:             {run}   (tensorboard --logdir {tmp_path})" in printed
+    assert f"checkpoints:      {run / 'checkpoints'}" in printed and f"exported model:   {run / 'hf_model'}" in printed
+
+    resumed = cli_main(args(4, "--ckpt_path", "last", "--trainer.callbacks+=test_resume.RecordStartStep"))
+    start = next(c for c in resumed.trainer.callbacks if isinstance(c, RecordStartStep))
+    assert start.step == 2 and resumed.trainer.global_step == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["version_0"]  # no second run folder
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    assert set(run.glob("events.out.tfevents.*")) > first_events  # the resumed run logs into the same folder
+
+
+@pytest.mark.parametrize("logger", ["true", "false"])
+def test_ckpt_path_last_without_a_checkpoint_fails(tiny_model_dir, tmp_path, capsys, logger):
+    args = small_quickstart_run(tiny_model_dir, tmp_path, 2, "--trainer.logger", logger, "--ckpt_path", "last")
+    assert main(args) == 2
+    where = tmp_path if logger == "true" else tmp_path / "checkpoints"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"shala_pl: error: --ckpt_path last: no last.ckpt under {where} to resume (trainer.default_root_dir is "
+        f"{tmp_path}); give a checkpoint path, or leave out --ckpt_path to start a new run")
+    assert not (tmp_path / "version_0").exists()
