@@ -10,7 +10,7 @@ import copy
 import math
 import time
 from contextlib import nullcontext
-from typing import Optional
+from typing import Optional, get_args
 
 import torch
 from lightning.pytorch.strategies import DeepSpeedStrategy
@@ -18,10 +18,11 @@ from torch import Tensor
 
 from shala_pl.models.scoring import label_log_probs, shared_prompt_completion_log_probs
 from shala_pl.modules.base import VoteModule
+from shala_pl.rl import checks
 from shala_pl.rl.advantages import AdvantageScaling, group_advantages
 from shala_pl.rl.losses import LossOutput, LossSettings, grpo_loss
 from shala_pl.metrics.distribution import jensen_shannon_distance
-from shala_pl.rl.rewards import answer_histogram, compute_rewards
+from shala_pl.rl.rewards import REWARD_NAMES, answer_histogram, compute_rewards
 from shala_pl.rl.rollout import Rollout, RolloutSettings, generate_answers, parse_answers
 from shala_pl.rl.weighting import (
     AmbiguityWeighting,
@@ -39,12 +40,12 @@ class NonFiniteTrainingError(RuntimeError):
 class GRPOModule(VoteModule):
     def __init__(
         self,
-        rollout: RolloutSettings = RolloutSettings(),
-        rewards: dict[str, float] = None,  # reward name -> weight; default {"log_score": 1.0}
+        rollout: Optional[RolloutSettings] = None,  # None: RolloutSettings()
+        rewards: Optional[dict[str, float]] = None,  # reward name -> weight; None: {"log_score": 1.0}
         invalid_reward: Optional[float] = None,  # reward of an unparseable answer; None: the batch's lowest
         advantage_scaling: AdvantageScaling = "none",
-        weighting: AmbiguityWeighting = AmbiguityWeighting(),
-        loss: LossSettings = LossSettings(),
+        weighting: Optional[AmbiguityWeighting] = None,  # None: AmbiguityWeighting()
+        loss: Optional[LossSettings] = None,  # None: LossSettings()
         num_iterations: int = 1,  # mu: optimizer steps per rollout batch
         micro_batches: int = 1,  # backward passes per optimizer step (the rollout batch split by prompts)
         gradient_clip_val: Optional[float] = 1.0,
@@ -54,13 +55,14 @@ class GRPOModule(VoteModule):
     ):
         super().__init__(**kwargs)
         self.automatic_optimization = False
-        self.rollout_settings = rollout
+        self.rollout_settings = rollout or RolloutSettings()
         self.reward_weights = dict(rewards) if rewards else {"log_score": 1.0}
         self.invalid_reward, self.advantage_scaling = invalid_reward, advantage_scaling
-        self.weighting, self.loss_settings = weighting, loss
+        self.weighting, self.loss_settings = weighting or AmbiguityWeighting(), loss or LossSettings()
         self.num_iterations, self.micro_batches = num_iterations, micro_batches
         self.gradient_clip_val, self.max_consecutive_nonfinite = gradient_clip_val, max_consecutive_nonfinite
         self.sample_table_every_n_steps = sample_table_every_n_steps
+        self._check_options()
         self.reference = None
         self.policy_gap: Optional[PolicyGapTracker] = None
         self.consecutive_nonfinite = 0
@@ -71,6 +73,18 @@ class GRPOModule(VoteModule):
         self.register_buffer("invalid_answers_total", torch.zeros((), dtype=torch.long), persistent=False)
         # prompts none of whose G answers parsed (they get zero advantage: no signal, no NaN)
         self.register_buffer("all_invalid_groups_total", torch.zeros((), dtype=torch.long), persistent=False)
+
+    def _check_options(self) -> None:
+        for name, weight in self.reward_weights.items():
+            checks.one_of("rewards", name, REWARD_NAMES)
+            checks.require(math.isfinite(weight), f"rewards.{name}", "a finite weight", weight)
+        checks.one_of("advantage_scaling", self.advantage_scaling, get_args(AdvantageScaling))
+        checks.positive_int("num_iterations", self.num_iterations)
+        checks.positive_int("micro_batches", self.micro_batches)
+        if self.gradient_clip_val is not None:
+            checks.positive("gradient_clip_val", self.gradient_clip_val)
+        checks.positive_int("max_consecutive_nonfinite", self.max_consecutive_nonfinite)
+        checks.non_negative_int("sample_table_every_n_steps", self.sample_table_every_n_steps)
 
     # -- set-up ------------------------------------------------------------------------------------------------------
     def configure_model(self) -> None:

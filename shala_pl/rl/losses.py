@@ -6,10 +6,12 @@ Shapes: N completions (prompts x group size), T completion tokens. ``mask`` mark
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
+
+from shala_pl.rl import checks
 
 Aggregation = Literal["grpo", "dr_grpo", "dapo", "bnpo"]
 
@@ -20,6 +22,12 @@ class LossSettings:
     clip_eps_high: float = 0.28  # DAPO's clip-higher: lets unlikely labels gain probability faster
     beta: float = 0.0  # KL-to-reference coefficient; 0 skips the reference forward pass entirely
     aggregation: Aggregation = "dr_grpo"  # grpo, dr_grpo, dapo (global token mean) or bnpo; see ``aggregate``
+
+    def __post_init__(self) -> None:
+        checks.fraction_below_one("loss.clip_eps_low", self.clip_eps_low)
+        checks.non_negative("loss.clip_eps_high", self.clip_eps_high)
+        checks.non_negative("loss.beta", self.beta)
+        checks.one_of("loss.aggregation", self.aggregation, get_args(Aggregation))
 
 
 def clipped_surrogate(

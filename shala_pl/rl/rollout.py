@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 import torch
 from torch import Tensor
 
 from shala_pl.models.shared_prefix import prefill_prompts, shared_prefix_cache, supports_shared_prefix
+from shala_pl.rl import checks
 from shala_pl.rl.answer_parsing import AnswerParser
 
 RolloutMode = Literal["generate", "label"]
@@ -19,9 +21,23 @@ class RolloutSettings:
     mode: RolloutMode = "label"
     num_generations: int = 8  # G answers per prompt
     max_new_tokens: int = 16
-    temperature: float = 1.0  # generate mode only; label mode samples the policy's exact distribution
+    temperature: float = 1.0  # generate mode only (> 0); label mode samples the policy's exact distribution
     top_p: float = 1.0
     min_new_tokens: int = 0  # EOS is blocked until this many tokens exist (= max_new_tokens: fixed-length answers)
+
+    def __post_init__(self) -> None:
+        checks.one_of("rollout.mode", self.mode, get_args(RolloutMode))
+        checks.positive_int("rollout.num_generations", self.num_generations)
+        checks.positive_int("rollout.max_new_tokens", self.max_new_tokens)
+        checks.positive("rollout.temperature", self.temperature, note="answers are scored at logits / temperature; "
+                        "greedy decoding (0) gives them no log-probabilities")
+        checks.probability("rollout.top_p", self.top_p)
+        checks.non_negative_int("rollout.min_new_tokens", self.min_new_tokens)
+        checks.require(self.min_new_tokens <= self.max_new_tokens, "rollout.min_new_tokens",
+                       f"at most rollout.max_new_tokens ({self.max_new_tokens})", self.min_new_tokens)
+        if self.mode == "label" and (self.temperature != 1.0 or self.top_p != 1.0):
+            warnings.warn("rollout.temperature and rollout.top_p do not apply in label mode (it samples the "
+                          "policy's exact label distribution); they are ignored", stacklevel=2)
 
 
 @dataclass

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from shala_pl.rl import checks
+
 
 @dataclass
 class AmbiguityWeighting:
@@ -23,6 +25,12 @@ class AmbiguityWeighting:
     warmup_steps: int = 0  # optimizer steps over which lambda rises from 0
     dynamic_strength: float = 0.0  # gamma; 0 disables the policy-gap term
     ema_decay: float = 0.8  # of the per-prompt policy-gap EMA
+
+    def __post_init__(self) -> None:
+        checks.non_negative("weighting.strength", self.strength)
+        checks.non_negative_int("weighting.warmup_steps", self.warmup_steps)
+        checks.non_negative("weighting.dynamic_strength", self.dynamic_strength)
+        checks.fraction_below_one("weighting.ema_decay", self.ema_decay)
 
     @property
     def enabled(self) -> bool:
