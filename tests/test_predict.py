@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import small_quickstart_run
+from shala_pl.__main__ import main
 from shala_pl.cli import cli_main
 
 REPO = Path(__file__).parent.parent
@@ -47,3 +49,36 @@ def test_predict_round_trips_through_evaluate(tiny_model_dir, tmp_path):
     assert scored["kl"] == pytest.approx(tested["test/kl"], abs=1e-6)
     assert scored["accuracy"] == pytest.approx(tested["test/accuracy"], abs=1e-6)
     assert scored["f1_macro"] == pytest.approx(tested["test/f1_macro"], abs=1e-6)
+
+
+CHAOSNLI = REPO / "tests/fixtures/chaosnli/chaosNLI_snli.jsonl"
+
+
+def test_readme_real_data_steps_score_what_predict_wrote(tiny_model_dir, tmp_path):
+    """The README's steps on a ChaosNLI file: fit, predict (--data.predict_split all, and the default test split),
+    then tools/evaluate.py on the whole data file, as written."""
+    data = ["--data.source", "chaosnli_snli", "--data.path", str(CHAOSNLI), "--data.source_options", "{}"]
+    assert main(small_quickstart_run(tiny_model_dir, tmp_path, 1, *data, "--trainer.limit_val_batches", "0")) == 0
+
+    def predict(path, *extra):
+        args = small_quickstart_run(tiny_model_dir, tmp_path, 1, *data, "--ckpt_path", "last",
+                                    "--predictions.path", str(path), *extra)
+        args[0] = "predict"
+        assert main(args) == 0
+        return [json.loads(line)["uid"] for line in path.read_text().splitlines()]
+
+    def evaluate(path, *extra):
+        return subprocess.run([sys.executable, "tools/evaluate.py", "--source", "chaosnli_snli", "--data",
+                               str(CHAOSNLI), "--predictions", str(path), *extra],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    every = [json.loads(line)["uid"] for line in CHAOSNLI.read_text().splitlines()]
+    assert predict(tmp_path / "all.jsonl", "--data.predict_split", "all") == every
+    out = evaluate(tmp_path / "all.jsonl")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["n"] == len(every) == 12
+
+    test_uids = predict(tmp_path / "test.jsonl")  # the default: the held-out test split only
+    assert 0 < len(test_uids) < len(every)
+    scored = json.loads(evaluate(tmp_path / "test.jsonl", "--allow-missing").stdout)
+    assert (scored["n"], scored["missing_predictions"]) == (len(test_uids), len(every) - len(test_uids))

@@ -21,6 +21,8 @@ from shala_pl.errors import ConfigValueError
 log = logging.getLogger(__name__)
 
 Split = Literal["random", "distributed_nli", "files"]
+PredictSplit = Literal["test", "val", "train", "all"]
+PREDICT_SPLITS = ("test", "val", "train", "all")
 
 
 class VoteDataModule(LightningDataModule):
@@ -33,6 +35,9 @@ class VoteDataModule(LightningDataModule):
 
     Batches: ``prompt_ids``/``prompt_mask`` [B, L] left-padded, ``human`` [B, K] (p), ``votes`` [B, K],
     ``majority`` [B], ``multilabel`` [B, K], ``index`` [B] (position in the split), ``uid`` (list of str).
+
+    ``predict`` writes ``predict_split``: ``test`` (default), ``val``, ``train``, or ``all`` (every example read, in
+    file order, each uid once: what ``tools/evaluate.py`` expects when given the whole data file).
     """
 
     def __init__(
@@ -57,6 +62,7 @@ class VoteDataModule(LightningDataModule):
         on_invalid: OnInvalid = "error",
         num_workers: int = 0,
         cache_dir: Optional[str] = None,
+        predict_split: PredictSplit = "test",
     ):
         super().__init__()
         self.source, self.path = source, path
@@ -68,6 +74,10 @@ class VoteDataModule(LightningDataModule):
         self.tokenizer_path, self.prompt = tokenizer_path, prompt
         self.max_prompt_length, self.batch_size, self.eval_batch_size = max_prompt_length, batch_size, eval_batch_size
         self.on_invalid, self.num_workers, self.cache_dir = on_invalid, num_workers, cache_dir
+        if predict_split not in PREDICT_SPLITS:
+            raise ConfigValueError(f"data.predict_split must be one of {', '.join(PREDICT_SPLITS)}; "
+                                   f"got {predict_split!r}")
+        self.predict_split = predict_split
         self.splits: dict[str, list[VoteExample]] = {}
         self.skipped: Counter = Counter()
         self.n_truncated: Counter = Counter()
@@ -128,6 +138,10 @@ class VoteDataModule(LightningDataModule):
                 "val": self._read(self.val_path or self.path, self.val_options),
                 "test": self._read(self.test_path or self.path, self.test_options),
             }
+            every: dict[str, VoteExample] = {}
+            for example in self.splits["train"] + self.splits["val"] + self.splits["test"]:
+                every.setdefault(example.uid, example)
+            self.splits["all"] = list(every.values())
             return
         examples = self._read(self.path, {})
         if self.split == "distributed_nli":
@@ -145,6 +159,7 @@ class VoteDataModule(LightningDataModule):
             }
         else:
             raise ConfigValueError(f"data.split must be random, distributed_nli or files; got {self.split!r}")
+        self.splits["all"] = examples
         empty = [name for name, split in self.splits.items() if not split]
         if empty:
             raise ConfigValueError(f"split(s) {empty} of {self.source} {self.path} are empty; adjust data.split, "
@@ -196,7 +211,7 @@ class VoteDataModule(LightningDataModule):
         return dataset
 
     def setup(self, stage: Optional[str] = None) -> None:
-        needed = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}
+        needed = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": [self.predict_split]}
         for split in needed.get(stage, ["train", "val", "test"]):
             self._dataset(split)
 
@@ -252,4 +267,4 @@ class VoteDataModule(LightningDataModule):
         return self._loader("test", self.eval_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        return self._loader(self.predict_split, self.eval_batch_size, shuffle=False)

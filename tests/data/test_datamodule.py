@@ -89,3 +89,20 @@ def test_empty_split_is_an_error(tiny_model_dir):
                           tokenizer_path=str(tiny_model_dir))
     with pytest.raises(ValueError, match="empty"):
         data.examples("train")
+
+
+@pytest.mark.parametrize("split", ["test", "val", "train", "all"])
+def test_predict_split_chooses_what_predict_serves(tiny_model_dir, split):
+    data = snli(tiny_model_dir, predict_split=split)
+    served = [uid for batch in data.predict_dataloader() for uid in batch["uid"]]
+    every = [ex.uid for ex in data.examples("all")]
+    assert served == ([ex.uid for ex in data.examples(split)] if split != "all" else every)
+    assert len(every) == 1277 and len(set(every)) == 1277  # all: the whole file, in file order
+
+
+def test_predict_split_all_of_separate_files_holds_each_uid_once(tiny_model_dir):
+    data = VoteDataModule(source="msp_podcast", path=str(FIXTURES / "msp_podcast_json"), split="files",
+                          source_options={}, val_options={"splits": ["Development"]},
+                          test_options={"splits": ["Development"]}, tokenizer_path=str(tiny_model_dir))
+    uids = [ex.uid for ex in data.examples("all")]
+    assert len(uids) == len(set(uids)) == len({ex.uid for s in ("train", "val") for ex in data.examples(s)})
