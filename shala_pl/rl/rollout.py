@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Literal, Optional, get_args
+from typing import Literal, Optional, Sequence, get_args
 
 import torch
 from torch import Tensor
@@ -55,9 +55,24 @@ class Rollout:
     texts: list[str] = field(default_factory=list)  # N decoded answers, generate mode
 
 
-def completion_mask_from_eos(completion_ids: Tensor, eos_token_id: int) -> Tensor:
-    """1 for every token up to and including the first EOS (everything when there is none)."""
-    is_eos = completion_ids == eos_token_id
+def end_token_ids(model, tokenizer) -> list[int]:
+    """Every id that ends an answer: the model's ``generation_config.eos_token_id`` (an int or a list: Llama-3's
+    ``<|eot_id|>``, Gemma's ``<end_of_turn>``, chat models whose turn end is not EOS) and the tokenizer's EOS."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = _as_id_list(configured)
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return list(dict.fromkeys(ids))
+
+
+def _as_id_list(ids: int | Sequence[int] | None) -> list[int]:
+    return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+
+
+def completion_mask_from_eos(completion_ids: Tensor, eos_token_id: int | Sequence[int]) -> Tensor:
+    """1 for every token up to and including the first end token (any of ``eos_token_id``; everything when there is
+    none)."""
+    is_eos = torch.isin(completion_ids, completion_ids.new_tensor(_as_id_list(eos_token_id)))
     eos_before = is_eos.long().cumsum(-1) - is_eos.long()  # number of EOS strictly before each position
     return (eos_before == 0).long()
 
@@ -65,13 +80,15 @@ def completion_mask_from_eos(completion_ids: Tensor, eos_token_id: int) -> Tenso
 @torch.no_grad()
 def generate_answers(model, tokenizer, prompt_ids: Tensor, prompt_mask: Tensor, settings: RolloutSettings,
                      num_return_sequences: int, synced_gpus: bool = False) -> tuple[Tensor, Tensor]:
-    """Sample answers with the KV cache: completion ids and mask, [B * n, T], grouped by prompt."""
+    """Sample answers with the KV cache: completion ids and mask, [B * n, T], grouped by prompt; an answer ends at
+    the first of any ``end_token_ids``."""
+    ends = end_token_ids(model, tokenizer)
     completion_ids = sample_completions(
         model, prompt_ids, prompt_mask, num_return_sequences, settings.max_new_tokens,
         temperature=settings.temperature, top_p=settings.top_p, min_new_tokens=settings.min_new_tokens,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, synced_gpus=synced_gpus,
+        eos_token_id=ends, pad_token_id=tokenizer.pad_token_id, synced_gpus=synced_gpus,
     )
-    return completion_ids, completion_mask_from_eos(completion_ids, tokenizer.eos_token_id)
+    return completion_ids, completion_mask_from_eos(completion_ids, ends)
 
 
 @torch.no_grad()
@@ -82,7 +99,7 @@ def sample_completions(
     num_return_sequences: int,  # n answers per prompt
     max_new_tokens: int,
     *,
-    eos_token_id: Optional[int],
+    eos_token_id: int | Sequence[int] | None,  # one end id or several; None: always max_new_tokens
     pad_token_id: int,
     temperature: float = 1.0,
     top_p: float = 1.0,
@@ -120,20 +137,22 @@ def sample_completions(
     first_position = prompt_mask.long().sum(-1, keepdim=True).repeat_interleave(n, dim=0)  # [N, 1]
     finished = torch.zeros(rows, dtype=torch.bool, device=prompt_ids.device)
     length = max_new_tokens
+    ends = torch.tensor(_as_id_list(eos_token_id), dtype=torch.long, device=prompt_ids.device)
+    can_end = ends.numel() > 0
     for t in range(max_new_tokens):
         if t > 0:
             logits = model(input_ids=tokens[:, t - 1 : t], attention_mask=mask[:, : prompt_len + t],
                            position_ids=first_position + (t - 1), past_key_values=cache, use_cache=True).logits
             logits = logits[:, -1].float()
-        if eos_token_id is not None and t < min_new_tokens:
-            logits[:, eos_token_id] = -float("inf")
+        if can_end and t < min_new_tokens:
+            logits[:, ends] = -float("inf")
         next_tokens = _next_tokens(logits, temperature, top_p, do_sample)
-        if eos_token_id is not None:
+        if can_end:
             next_tokens = next_tokens.masked_fill(finished, pad_token_id)
-            finished |= next_tokens == eos_token_id
+            finished |= torch.isin(next_tokens, ends)
         tokens[:, t] = next_tokens
         # one host sync per token, as generate's stopping check; a sharded model keeps all ranks in step
-        if eos_token_id is not None and not synced_gpus and bool(finished.all()):
+        if can_end and not synced_gpus and bool(finished.all()):
             length = t + 1
             break
     return tokens[:, :length]
