@@ -25,13 +25,29 @@ PredictSplit = Literal["test", "val", "train", "all"]
 PREDICT_SPLITS = ("test", "val", "train", "all")
 
 
+def seeded_parts(examples: list, seed: int, *fractions: float) -> list[list]:
+    """``examples`` cut into disjoint parts of the given fractions (sizes rounded) plus the rest, chosen by a seeded
+    shuffle; each part keeps file order."""
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    parts, start = [], 0
+    for fraction in fractions:
+        size = round(len(order) * fraction)
+        parts.append(order[start : start + size])
+        start += size
+    parts.append(order[start:])
+    return [[examples[i] for i in sorted(part)] for part in parts]
+
+
 class VoteDataModule(LightningDataModule):
     """Serves tokenised prompts with their human vote distributions.
 
     Splits: ``random`` (seeded fractions of ``path``), ``distributed_nli`` (ChaosNLI convention: the first
     ``dev_size`` examples are the dev set, used for training and validation, the rest the test set) and ``files``
     (train from ``path``, validation/test from ``val_path``/``test_path`` or from ``path`` with
-    ``val_options``/``test_options`` merged into ``source_options``, e.g. MSP-Podcast's ``splits``).
+    ``val_options``/``test_options`` merged into ``source_options``, e.g. MSP-Podcast's ``splits``; with
+    ``val_from_test`` > 0 the validation set is that seeded fraction of the test file instead, and the test set the
+    rest, so the two never share an example).
 
     Batches: ``prompt_ids``/``prompt_mask`` [B, L] left-padded, ``human`` [B, K] (p), ``votes`` [B, K],
     ``majority`` [B], ``multilabel`` [B, K], ``index`` [B] (position in the split), ``uid`` (list of str).
@@ -54,6 +70,7 @@ class VoteDataModule(LightningDataModule):
         test_path: Optional[str] = None,
         val_options: Optional[dict] = None,
         test_options: Optional[dict] = None,
+        val_from_test: float = 0.0,
         tokenizer_path: str = "",
         prompt: PromptSettings = PromptSettings(),
         max_prompt_length: int = 512,
@@ -71,6 +88,10 @@ class VoteDataModule(LightningDataModule):
         self.split_seed, self.dev_size = split_seed, dev_size
         self.val_path, self.test_path = val_path, test_path
         self.val_options, self.test_options = dict(val_options or {}), dict(test_options or {})
+        self.val_from_test = val_from_test
+        if val_from_test and val_path:
+            raise ConfigValueError("data.val_from_test takes the validation set from the test file: leave out "
+                                   f"data.val_path (got {val_path!r})")
         self.tokenizer_path, self.prompt = tokenizer_path, prompt
         self.max_prompt_length, self.batch_size, self.eval_batch_size = max_prompt_length, batch_size, eval_batch_size
         self.on_invalid, self.num_workers, self.cache_dir = on_invalid, num_workers, cache_dir
@@ -133,37 +154,30 @@ class VoteDataModule(LightningDataModule):
 
     def _load_splits(self) -> None:
         if self.split == "files":
-            self.splits = {
-                "train": self._read(self.path, {}),
-                "val": self._read(self.val_path or self.path, self.val_options),
-                "test": self._read(self.test_path or self.path, self.test_options),
-            }
+            test = self._read(self.test_path or self.path, self.test_options)
+            if self.val_from_test:
+                val, test = seeded_parts(test, self.split_seed, self.val_from_test)
+            else:
+                val = self._read(self.val_path or self.path, self.val_options)
+            self.splits = {"train": self._read(self.path, {}), "val": val, "test": test}
             every: dict[str, VoteExample] = {}
             for example in self.splits["train"] + self.splits["val"] + self.splits["test"]:
                 every.setdefault(example.uid, example)
             self.splits["all"] = list(every.values())
-            return
-        examples = self._read(self.path, {})
-        if self.split == "distributed_nli":
+        elif self.split == "distributed_nli":
+            examples = self._read(self.path, {})
             dev, test = examples[: self.dev_size], examples[self.dev_size :]
-            self.splits = {"train": dev, "val": dev, "test": test}
+            self.splits = {"train": dev, "val": dev, "test": test, "all": examples}
         elif self.split == "random":
-            order = list(range(len(examples)))
-            random.Random(self.split_seed).shuffle(order)
-            n_val, n_test = round(len(order) * self.val_fraction), round(len(order) * self.test_fraction)
-            pick = lambda idx: [examples[i] for i in sorted(idx)]  # noqa: E731 - keep file order within a split
-            self.splits = {
-                "val": pick(order[:n_val]),
-                "test": pick(order[n_val : n_val + n_test]),
-                "train": pick(order[n_val + n_test :]),
-            }
+            examples = self._read(self.path, {})
+            val, test, train = seeded_parts(examples, self.split_seed, self.val_fraction, self.test_fraction)
+            self.splits = {"val": val, "test": test, "train": train, "all": examples}
         else:
             raise ConfigValueError(f"data.split must be random, distributed_nli or files; got {self.split!r}")
-        self.splits["all"] = examples
         empty = [name for name, split in self.splits.items() if not split]
         if empty:
             raise ConfigValueError(f"split(s) {empty} of {self.source} {self.path} are empty; adjust data.split, "
-                                   "data.val_fraction/test_fraction or data.dev_size")
+                                   "data.val_fraction/test_fraction/val_from_test or data.dev_size")
 
     def examples(self, split: str) -> list[VoteExample]:
         if not self.splits:
