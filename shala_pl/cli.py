@@ -35,6 +35,7 @@ class ShalaCLI(LightningCLI):
         parser.link_arguments("data.label_names", "model.init_args.label_names", apply_on="instantiate")
         parser.link_arguments("data.verbalizers", "model.init_args.verbalizers", apply_on="instantiate")
         parser.link_arguments("data.has_multilabel", "model.init_args.multilabel", apply_on="instantiate")
+        parser.link_arguments("data.prompt.reasoning", "model.init_args.answer_tag_required")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         # A "last" checkpoint is always kept (resume: --ckpt_path last); nothing is written when training fails
         # (NonFiniteTrainingError keeps the last good checkpoint), only on SIGTERM / Ctrl-C (see interrupt).
@@ -113,6 +114,8 @@ def settle_run_paths(config: Namespace, subcommand: str) -> None:
     if trainer.logger is None or trainer.logger is True:
         trainer.logger = Namespace(class_path=DEFAULT_LOGGER,
                                    init_args=Namespace(save_dir=root, name="", default_hp_metric=False))
+    if subcommand in ("test", "predict"):
+        require_checkpoint(config, subcommand, root)
     if config.get("ckpt_path") != "last":
         return
     logger = trainer.logger
@@ -139,6 +142,21 @@ def settle_run_paths(config: Namespace, subcommand: str) -> None:
         raise ConfigValueError(f"--ckpt_path last: no last.ckpt under {where} to {action} (trainer.default_root_dir "
                                f"is {root}); give a checkpoint path, or leave out --ckpt_path to start a new run")
     config.ckpt_path = str(found)
+
+
+def require_checkpoint(config: Namespace, subcommand: str, root: str) -> None:
+    """``test`` and ``predict`` score a trained checkpoint: without ``--ckpt_path`` they would silently score the
+    untrained model. ``--ckpt_path none`` (or the ``zero_shot`` method, ``VoteModule``) asks for that explicitly."""
+    ckpt_path = config.get("ckpt_path")
+    zero_shot = str(config.model.get("class_path", "")).rsplit(".", 1)[-1] == "VoteModule"
+    if isinstance(ckpt_path, str) and ckpt_path.lower() == "none":
+        config.ckpt_path = None
+        if not zero_shot:
+            rank_zero_warn(f"{subcommand} --ckpt_path none: scoring the untrained model (zero-shot)")
+    elif ckpt_path is None and not zero_shot:
+        raise ConfigValueError(
+            f"{subcommand} needs a trained model: --ckpt_path PATH, or --ckpt_path last (the newest run under {root}); "
+            "--ckpt_path none scores the untrained model (zero-shot)")
 
 
 def _metrics_of(results: list[dict]) -> dict:

@@ -82,3 +82,22 @@ def test_readme_real_data_steps_score_what_predict_wrote(tiny_model_dir, tmp_pat
     assert 0 < len(test_uids) < len(every)
     scored = json.loads(evaluate(tmp_path / "test.jsonl", "--allow-missing").stdout)
     assert (scored["n"], scored["missing_predictions"]) == (len(test_uids), len(every) - len(test_uids))
+
+
+def test_predict_without_a_checkpoint_is_refused_unless_asked_for(tiny_model_dir, tmp_path, capsys):
+    """Without --ckpt_path, predict would score the untrained model: it stops instead; --ckpt_path none asks for
+    exactly that (with a warning); the zero_shot method needs no checkpoint."""
+    args = small_quickstart_run(tiny_model_dir, tmp_path, 1, "--predictions.path", str(tmp_path / "p.jsonl"))
+    args[0] = "predict"
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"shala_pl: error: predict needs a trained model: --ckpt_path PATH, or --ckpt_path last (the newest run "
+        f"under {tmp_path}); --ckpt_path none scores the untrained model (zero-shot)")
+    assert not (tmp_path / "p.jsonl").exists()
+
+    with pytest.warns(UserWarning, match="predict --ckpt_path none: scoring the untrained model"):
+        assert main([*args, "--ckpt_path", "none"]) == 0
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) > 0
+
+    zero_shot = [*args, "--config", str(REPO / "configs/method/zero_shot.yaml")]
+    assert main(zero_shot) == 0
