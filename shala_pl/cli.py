@@ -23,6 +23,7 @@ from shala_pl.data.datamodule import VoteDataModule
 from shala_pl.data.sampling import requires_lockstep
 from shala_pl.errors import ConfigValueError
 from shala_pl.modules.base import VoteModule
+from shala_pl.rl import checks
 
 SUMMARY_METRICS = ("jsd", "kl", "f1_macro", "accuracy")
 DEFAULT_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
@@ -111,6 +112,8 @@ def settle_run_paths(config: Namespace, subcommand: str) -> None:
     ``last.ckpt`` (a resumed ``fit`` logs into the folder it resumes); no such checkpoint is an error."""
     trainer = config.trainer
     root = trainer.default_root_dir or "."
+    checks.require(trainer.max_steps is None or trainer.max_steps == -1 or trainer.max_steps > 0,
+                   "trainer.max_steps", "a positive number of optimizer steps or -1 (no limit)", trainer.max_steps)
     if trainer.logger is None or trainer.logger is True:
         trainer.logger = Namespace(class_path=DEFAULT_LOGGER,
                                    init_args=Namespace(save_dir=root, name="", default_hp_metric=False))

@@ -17,6 +17,7 @@ from shala_pl.data.example import DataError, OnInvalid, VoteExample
 from shala_pl.data.prompts import PromptSettings, render_prompt, verbalizer_words
 from shala_pl.data.sampling import EvalSampler, MarkPadding, ResumableDataLoader, TrainSampler, requires_lockstep
 from shala_pl.errors import ConfigValueError
+from shala_pl.rl import checks
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +96,26 @@ class VoteDataModule(LightningDataModule):
         self.tokenizer_path, self.prompt = tokenizer_path, prompt
         self.max_prompt_length, self.batch_size, self.eval_batch_size = max_prompt_length, batch_size, eval_batch_size
         self.on_invalid, self.num_workers, self.cache_dir = on_invalid, num_workers, cache_dir
-        if predict_split not in PREDICT_SPLITS:
-            raise ConfigValueError(f"data.predict_split must be one of {', '.join(PREDICT_SPLITS)}; "
-                                   f"got {predict_split!r}")
         self.predict_split = predict_split
+        self._check_values()
         self.splits: dict[str, list[VoteExample]] = {}
         self.skipped: Counter = Counter()
         self.n_truncated: Counter = Counter()
         self._datasets: dict = {}
         self._tokenizer = None
+
+    def _check_values(self) -> None:
+        """At construction, i.e. when the CLI instantiates the config: each message names the option."""
+        for name in ("batch_size", "eval_batch_size", "max_prompt_length", "dev_size"):
+            checks.positive_int(f"data.{name}", getattr(self, name))
+        checks.non_negative_int("data.num_workers", self.num_workers)
+        for name in ("val_fraction", "test_fraction", "val_from_test"):
+            checks.fraction_below_one(f"data.{name}", getattr(self, name))
+        checks.require(self.val_fraction + self.test_fraction < 1, "data.val_fraction + data.test_fraction",
+                       "below 1 (the rest is the training set)", self.val_fraction + self.test_fraction)
+        checks.one_of("data.split", self.split, ("random", "distributed_nli", "files"))
+        checks.one_of("data.predict_split", self.predict_split, PREDICT_SPLITS)
+        checks.one_of("data.on_invalid", self.on_invalid, ("error", "skip"))
 
     # -- what the data decides (linked into the model by the CLI) --------------------------------------------------
     @property
