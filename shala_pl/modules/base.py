@@ -54,6 +54,7 @@ class VoteModule(LightningModule):
         label_names: list[str] = (),
         verbalizers: list[str] = (),
         multilabel: bool = False,
+        answer_tag_required: bool = False,  # free-text answers count only inside <answer></answer> (reasoning prompts)
         lora: Optional[LoraSettings] = None,
         dtype: DType = "auto",
         attn_implementation: str = "sdpa",
@@ -79,7 +80,7 @@ class VoteModule(LightningModule):
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         self.tokenizer = load_tokenizer(name_or_path, trust_remote_code, from_hub)
         self.verbalizer_ids = [self.tokenizer(w, add_special_tokens=False)["input_ids"] for w in self.verbalizers]
-        self.parser = AnswerParser(self.verbalizers)
+        self.parser = AnswerParser(self.verbalizers, require_tag=answer_tag_required)
         self.policy = None
         num_labels = len(self.label_names)
         make = lambda: torch.nn.ModuleDict(  # noqa: E731

@@ -23,7 +23,14 @@ from shala_pl.rl.advantages import AdvantageScaling, group_advantages
 from shala_pl.rl.losses import LossOutput, LossSettings, grpo_loss
 from shala_pl.metrics.distribution import jensen_shannon_distance
 from shala_pl.rl.rewards import REWARD_NAMES, answer_histogram, compute_rewards
-from shala_pl.rl.rollout import Rollout, RolloutSettings, generate_answers, parse_answers
+from shala_pl.rl.rollout import (
+    Rollout,
+    RolloutSettings,
+    end_token_ids,
+    generate_answers,
+    parse_answers,
+    truncated_answers,
+)
 from shala_pl.rl.weighting import (
     AmbiguityWeighting,
     PolicyGapTracker,
@@ -167,6 +174,11 @@ class GRPOModule(VoteModule):
                 synced_gpus=self.needs_synced_gpus,
             )
             choices, texts = parse_answers(self.tokenizer, self.parser, completion_ids, completion_mask)
+            truncated = truncated_answers(completion_ids, end_token_ids(self.policy, self.tokenizer))  # [N]
+            loss_mask = completion_mask
+            if settings.mask_truncated_completions:
+                choices = choices.masked_fill(truncated, -1)
+                loss_mask = completion_mask * ~truncated.unsqueeze(-1)
             choices = choices.view(-1, group)
             rollout = Rollout(
                 choices=choices,
@@ -176,6 +188,8 @@ class GRPOModule(VoteModule):
                 prompt_mask=batch["prompt_mask"],
                 completion_ids=completion_ids,
                 completion_mask=completion_mask,
+                truncated=truncated.view(-1, group),
+                loss_mask=loss_mask,
                 texts=texts,
             )
         with torch.no_grad():
@@ -289,10 +303,10 @@ class GRPOModule(VoteModule):
 
     def _global_answer_tokens(self, rollout: Rollout) -> Tensor:
         """Answer tokens in the optimizer batch on all ranks (``dapo``'s normaliser): one all-reduce."""
-        if rollout.completion_mask is None:  # label mode: one token per answer
+        if rollout.loss_mask is None:  # label mode: one token per answer
             count = torch.tensor(float(rollout.choices.numel()), device=self.device)
         else:
-            count = rollout.completion_mask.sum().float()
+            count = rollout.loss_mask.sum().float()
         return self._global_sum(count)
 
     @property
@@ -314,7 +328,7 @@ class GRPOModule(VoteModule):
         if self.rollout_settings.mode == "label":
             mask, max_length = torch.ones_like(logp, dtype=torch.long), 1
         else:
-            mask, max_length = rollout.completion_mask[rows], self.rollout_settings.max_new_tokens
+            mask, max_length = rollout.loss_mask[rows], self.rollout_settings.max_new_tokens
         return grpo_loss(
             logp, old_logp, ref_logp,
             advantages[prompts].reshape(-1),  # [n]
@@ -412,6 +426,8 @@ class GRPOModule(VoteModule):
             metrics[f"train/reward_{name}"] = value.mean()
         if rollout.completion_mask is not None:
             metrics["rollout/completion_len"] = rollout.completion_mask.sum(-1).float().mean()
+        if rollout.truncated is not None:
+            metrics["rollout/truncated_rate"] = rollout.truncated.float().mean()
         optimizer = self.optimizers()
         metrics["train/lr"] = optimizer.param_groups[0]["lr"]
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=batch["human"].shape[0])

@@ -18,23 +18,26 @@ def _normalise(text: str) -> str:
 class AnswerParser:
     """Maps answers to label indices.
 
-    Accepted, in order: the content of the last ``<answer>...</answer>`` tag (or the first, with
-    ``use_last_tag=False``); otherwise the whole answer. Within that span: an exact verbalizer match (case,
-    surrounding punctuation and prefixes like "Answer:" ignored), else the verbalizer the span starts with,
-    else the only verbalizer mentioned as a whole word. Anything else (none or several mentioned) is invalid.
+    Accepted, in order: the content of the last ``<answer>...</answer>`` tag; otherwise, unless ``require_tag``
+    (prompts that ask for reasoning first, whose untagged text is the reasoning: "this is not a contradiction,
+    because ..." is no answer), the whole answer. Within that span: an exact verbalizer match (case, surrounding
+    punctuation and prefixes like "Answer:" ignored), else the verbalizer the span starts with, else the only
+    verbalizer mentioned as a whole word. Anything else (none or several mentioned) is invalid.
     """
 
-    def __init__(self, verbalizers: Sequence[str], use_last_tag: bool = True):
+    def __init__(self, verbalizers: Sequence[str], require_tag: bool = False):
         self.verbalizers = [_normalise(v) for v in verbalizers]
         if len(set(self.verbalizers)) != len(self.verbalizers):
             raise ValueError(f"verbalizers must be distinct after normalisation: {list(verbalizers)}")
-        self.use_last_tag = use_last_tag
+        self.require_tag = require_tag
         self._by_length = sorted(range(len(self.verbalizers)), key=lambda i: -len(self.verbalizers[i]))
         self._words = [re.compile(rf"(?<![\w]){re.escape(v)}(?![\w])") for v in self.verbalizers]
 
     def __call__(self, answer: str) -> int:
         tags = _ANSWER_TAG.findall(answer)
-        span = _normalise(tags[-1] if self.use_last_tag else tags[0]) if tags else _normalise(answer)
+        if not tags and self.require_tag:
+            return -1
+        span = _normalise(tags[-1] if tags else answer)
         if not span:
             return -1
         for i in self._by_length:

@@ -24,6 +24,8 @@ class RolloutSettings:
     temperature: float = 1.0  # generate mode only (> 0); label mode samples the policy's exact distribution
     top_p: float = 1.0
     min_new_tokens: int = 0  # EOS is blocked until this many tokens exist (= max_new_tokens: fixed-length answers)
+    # generate mode: answers that reach max_new_tokens without an end token get no loss and count as invalid
+    mask_truncated_completions: bool = False
 
     def __post_init__(self) -> None:
         checks.one_of("rollout.mode", self.mode, get_args(RolloutMode))
@@ -35,6 +37,10 @@ class RolloutSettings:
         checks.non_negative_int("rollout.min_new_tokens", self.min_new_tokens)
         checks.require(self.min_new_tokens <= self.max_new_tokens, "rollout.min_new_tokens",
                        f"at most rollout.max_new_tokens ({self.max_new_tokens})", self.min_new_tokens)
+        if self.mask_truncated_completions:
+            checks.require(self.min_new_tokens < self.max_new_tokens, "rollout.min_new_tokens",
+                           "below rollout.max_new_tokens with mask_truncated_completions (room for an end token)",
+                           self.min_new_tokens)
         if self.mode == "label" and (self.temperature != 1.0 or self.top_p != 1.0):
             warnings.warn("rollout.temperature and rollout.top_p do not apply in label mode (it samples the "
                           "policy's exact label distribution); they are ignored", stacklevel=2)
@@ -50,9 +56,15 @@ class Rollout:
     prompt_mask: Tensor = None  # [B, L]
     completion_ids: Optional[Tensor] = None  # [N, T]
     completion_mask: Optional[Tensor] = None  # [N, T] 1 up to and including the first EOS
+    truncated: Optional[Tensor] = None  # [B, G] no end token within max_new_tokens
+    loss_mask: Optional[Tensor] = None  # [N, T] completion_mask, zero for answers that get no loss (truncated ones)
     old_logp: Optional[Tensor] = None  # [N, T] (or [N, 1] in label mode); only when num_iterations > 1
     ref_logp: Optional[Tensor] = None  # [N, T] (or [N, 1]); only when beta > 0
     texts: list[str] = field(default_factory=list)  # N decoded answers, generate mode
+
+    def __post_init__(self) -> None:
+        if self.loss_mask is None:
+            self.loss_mask = self.completion_mask
 
 
 def end_token_ids(model, tokenizer) -> list[int]:
@@ -67,6 +79,12 @@ def end_token_ids(model, tokenizer) -> list[int]:
 
 def _as_id_list(ids: int | Sequence[int] | None) -> list[int]:
     return [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+
+
+def truncated_answers(completion_ids: Tensor, end_ids: Sequence[int]) -> Tensor:
+    """[N] True for answers without an end token: they reached ``max_new_tokens`` (sampling stops early only once
+    every answer has ended)."""
+    return ~torch.isin(completion_ids, completion_ids.new_tensor(list(end_ids))).any(-1)
 
 
 def completion_mask_from_eos(completion_ids: Tensor, eos_token_id: int | Sequence[int]) -> Tensor:

@@ -13,13 +13,13 @@ from shala_pl.rl.losses import LossSettings
 from shala_pl.rl.rollout import RolloutSettings
 
 
-def make(tiny_model_dir, mode="label", lora=True, beta=0.0, **kwargs):
+def make(tiny_model_dir, mode="label", lora=True, beta=0.0, rollout_options=None, **kwargs):
     data = VoteDataModule(source="synthetic", source_options={"n_examples": 64, "n_annotators": 5},
                           tokenizer_path=str(tiny_model_dir), batch_size=4, eval_batch_size=16)
     module = GRPOModule(
         name_or_path=str(tiny_model_dir), label_names=data.label_names, verbalizers=data.verbalizers,
         lora=LoraSettings(r=4, alpha=8) if lora else None,
-        rollout=RolloutSettings(mode=mode, num_generations=4, max_new_tokens=6),
+        rollout=RolloutSettings(**{"mode": mode, "num_generations": 4, "max_new_tokens": 6, **(rollout_options or {})}),
         loss=LossSettings(beta=beta), **kwargs,
     )
     return data, module
@@ -123,3 +123,24 @@ def test_fp16_overflow_lowers_the_scale_instead_of_stopping(tiny_model_dir):
     assert plugin.scaler.get_scale() < 2.0**20
     assert module.nonfinite_skipped >= 2 and module.consecutive_nonfinite == 0
     assert any(not torch.equal(p, before[n]) for n, p in module.policy.named_parameters())
+
+
+def test_truncated_answers_get_no_loss_and_count_as_invalid(tiny_model_dir):
+    from shala_pl.rl.rollout import end_token_ids
+
+    torch.manual_seed(0)
+    # the untrained model rarely says EOS: most answers of 3 tokens are cut off, a few end
+    data, module = make(tiny_model_dir, mode="generate", rollout_options={"max_new_tokens": 3,
+                                                                          "mask_truncated_completions": True})
+    module.configure_model()
+    data.setup("fit")
+    rollout = module.make_rollout(next(iter(data.train_dataloader())))
+    ends = torch.tensor(end_token_ids(module.policy, module.tokenizer))
+    has_end = torch.isin(rollout.completion_ids, ends).any(-1)  # [N]
+    assert torch.equal(rollout.truncated.reshape(-1), ~has_end)
+    assert rollout.truncated.any()
+    assert (rollout.choices[rollout.truncated] == -1).all()
+    assert (rollout.loss_mask[~has_end] == 0).all()
+    assert torch.equal(rollout.loss_mask[has_end], rollout.completion_mask[has_end])
+    trainer = fit(data, module, log_every_n_steps=1)
+    assert "rollout/truncated_rate" in trainer.callback_metrics

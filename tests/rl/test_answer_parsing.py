@@ -32,9 +32,15 @@ def test_parses(answer, expected):
     assert parser(answer) == expected
 
 
-def test_first_tag_option():
-    first = AnswerParser(["entailment", "neutral", "contradiction"], use_last_tag=False)
-    assert first("<answer>entailment</answer> <answer>neutral</answer>") == 0
+def test_reasoning_answers_count_only_inside_the_tag():
+    tagged = AnswerParser(["entailment", "neutral", "contradiction"], require_tag=True)
+    # a truncated reasoning answer: its words are reasoning, not the answer (the plain parser reads "contradiction")
+    truncated = "This is not a contradiction, because"
+    assert parser(truncated) == 2
+    assert tagged(truncated) == -1
+    assert tagged("neutral") == -1
+    assert tagged("It says nothing about it. <answer>contra") == -1  # the tag never closed
+    assert tagged("No contradiction here. <answer>Neutral</answer>") == 1
 
 
 def test_longer_verbalizer_wins_over_its_prefix():
