@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import Optional, get_args
 
 import torch
@@ -58,6 +58,7 @@ class GRPOModule(VoteModule):
         gradient_clip_val: Optional[float] = 1.0,
         max_consecutive_nonfinite: int = 3,
         sample_table_every_n_steps: int = 100,
+        disable_dropout: bool = True,  # dropout off in the policy, so the ratio is exactly 1 at the first iteration
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -69,6 +70,7 @@ class GRPOModule(VoteModule):
         self.num_iterations, self.micro_batches = num_iterations, micro_batches
         self.gradient_clip_val, self.max_consecutive_nonfinite = gradient_clip_val, max_consecutive_nonfinite
         self.sample_table_every_n_steps = sample_table_every_n_steps
+        self.disable_dropout = disable_dropout
         self._check_options()
         self.reference = None
         self.policy_gap: Optional[PolicyGapTracker] = None
@@ -96,6 +98,8 @@ class GRPOModule(VoteModule):
     # -- set-up ------------------------------------------------------------------------------------------------------
     def configure_model(self) -> None:
         super().configure_model()
+        if self.disable_dropout:
+            _disable_dropout(self.policy)
         if self.loss_settings.beta > 0 and not self.uses_lora and self.reference is None:
             # Full fine-tuning needs a frozen copy; with LoRA the reference is the base model, adapter disabled.
             self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
@@ -161,6 +165,11 @@ class GRPOModule(VoteModule):
 
     # -- rollout -------------------------------------------------------------------------------------------------------
     def make_rollout(self, batch: dict) -> Rollout:
+        # the no-grad passes (sampling, old and reference log-probs) run without dropout whatever disable_dropout says
+        with _eval_mode(self.policy):
+            return self._make_rollout(batch)
+
+    def _make_rollout(self, batch: dict) -> Rollout:
         settings, group = self.rollout_settings, self.rollout_settings.num_generations
         if settings.mode == "label":
             with torch.no_grad():
@@ -452,6 +461,25 @@ class GRPOModule(VoteModule):
                 text = text.replace("|", "/").replace("\n", " ")[:120]
                 lines.append(f"| {batch['uid'][b]} | {human} | {text} | {label} | {float(rewards[b, g]):.3f} |")
         experiment.add_text("rollout/samples", "\n".join(lines), self.global_step)
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module):
+    training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(training)
+
+
+def _disable_dropout(model: torch.nn.Module) -> None:
+    """Dropout probability 0 in every layer (TRL's ``disable_dropout``), attention dropout included."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
 
 
 def _is_fsdp_root(module) -> bool:

@@ -13,16 +13,24 @@ from shala_pl.rl.losses import LossSettings
 from shala_pl.rl.rollout import RolloutSettings
 
 
-def make(tiny_model_dir, mode="label", lora=True, beta=0.0, rollout_options=None, **kwargs):
+def make(tiny_model_dir, mode="label", lora=True, beta=0.0, rollout_options=None, lora_dropout=0.0, **kwargs):
     data = VoteDataModule(source="synthetic", source_options={"n_examples": 64, "n_annotators": 5},
                           tokenizer_path=str(tiny_model_dir), batch_size=4, eval_batch_size=16)
     module = GRPOModule(
         name_or_path=str(tiny_model_dir), label_names=data.label_names, verbalizers=data.verbalizers,
-        lora=LoraSettings(r=4, alpha=8) if lora else None,
+        lora=LoraSettings(r=4, alpha=8, dropout=lora_dropout) if lora else None,
         rollout=RolloutSettings(**{"mode": mode, "num_generations": 4, "max_new_tokens": 6, **(rollout_options or {})}),
         loss=LossSettings(beta=beta), **kwargs,
     )
     return data, module
+
+
+@torch.no_grad()
+def make_adapter_matter(module) -> None:
+    """Random LoRA B matrices (they start at 0), as after some training: the adapter changes the log-probs."""
+    for name, p in module.policy.named_parameters():
+        if "lora_B" in name:
+            p.normal_(0, 0.5)
 
 
 def fit(data, module, steps=1, **trainer_kwargs):
@@ -53,10 +61,7 @@ def test_beta_uses_the_adapter_disabled_base_model_as_reference(tiny_model_dir):
     data, module = make(tiny_model_dir, beta=0.1)
     module.configure_model()
     assert module.reference is None  # LoRA: no second copy in memory
-    with torch.no_grad():  # make the adapter matter, as after some training
-        for name, p in module.policy.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
+    make_adapter_matter(module)
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
     rollout = module.make_rollout(batch)
@@ -144,3 +149,34 @@ def test_truncated_answers_get_no_loss_and_count_as_invalid(tiny_model_dir):
     assert torch.equal(rollout.loss_mask[has_end], rollout.completion_mask[has_end])
     trainer = fit(data, module, log_every_n_steps=1)
     assert "rollout/truncated_rate" in trainer.callback_metrics
+
+
+@pytest.mark.parametrize("mode", ["label", "generate"])
+def test_without_dropout_old_log_probs_equal_the_training_forward(tiny_model_dir, mode):
+    torch.manual_seed(0)
+    data, module = make(tiny_model_dir, mode=mode, lora_dropout=0.5, num_iterations=2, beta=0.1)
+    module.configure_model()
+    make_adapter_matter(module)
+    data.setup("fit")
+    module.policy.train()  # as in training_step
+    rollout = module.make_rollout(next(iter(data.train_dataloader())))
+    assert module.policy.training  # the no-grad passes ran in eval mode and restored the training mode
+    logp = module.sequence_log_probs(rollout, module.policy)  # the first iteration's training forward
+    assert logp.requires_grad
+    torch.testing.assert_close(rollout.old_logp, logp.detach(), rtol=0, atol=1e-5)
+
+
+def test_dropout_kept_on_request_stays_out_of_the_no_grad_passes(tiny_model_dir):
+    torch.manual_seed(0)
+    data, module = make(tiny_model_dir, lora_dropout=0.5, num_iterations=2, disable_dropout=False)
+    module.configure_model()
+    make_adapter_matter(module)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    module.policy.train()
+    first, second = module.make_rollout(batch), module.make_rollout(batch)
+    # the exact label distribution and the old log-probs are the same twice: no dropout mask drawn
+    torch.testing.assert_close(first.policy_probs, second.policy_probs, rtol=0, atol=0)
+    with torch.no_grad():
+        train_mode = module.sequence_log_probs(first, module.policy)  # dropout on: differs
+    assert not torch.allclose(train_mode, first.old_logp, atol=1e-4)
