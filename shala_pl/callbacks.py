@@ -170,8 +170,17 @@ class GracefulInterrupt(Callback):
         self.catch_sigint = catch_sigint
         self._previous_sigint = None
         self.saved_path: Optional[str] = None
+        self.signum: Optional[int] = None  # the signal that stopped training (SIGINT or SIGTERM), if any
+        self.aborted = False  # a second Ctrl-C: stopped at once, nothing saved
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        """The shell's convention for a process ended by a signal (130 for SIGINT, 143 for SIGTERM), when one
+        stopped training."""
+        return 128 + int(self.signum) if self.signum is not None else None
 
     def on_train_start(self, trainer, pl_module) -> None:
+        self.signum, self.aborted = None, False
         # After Lightning has installed its SIGTERM handler (just before the loops run); it restores every handler
         # it found, SIGINT's included, when the run ends, normally or not.
         if self.catch_sigint and threading.current_thread() is threading.main_thread():
@@ -193,6 +202,7 @@ class GracefulInterrupt(Callback):
             raise KeyboardInterrupt
         rank_zero_info("\nCtrl-C: stopping after the current step and writing a resumable checkpoint "
                        "(press Ctrl-C again to abort without saving)")
+        self.signum = signal.SIGINT
         sigterm_handler(signal.SIGTERM, frame)
 
     @staticmethod
@@ -205,14 +215,31 @@ class GracefulInterrupt(Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self._restore_sigint()
+        if isinstance(exception, KeyboardInterrupt):
+            self.signum, self.aborted = signal.SIGINT, True
+            return
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
             return
+        if self.signum is None:
+            self.signum = signal.SIGTERM
         if trainer.sanity_checking:
             return
         path = self.last_checkpoint_path(trainer)
         if trainer.is_global_zero and path.is_symlink():  # save_last="link": never write through the link
             path.unlink()
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the full resumable state (and no notice about it)
         self.saved_path = str(path)
-        rank_zero_info(f"interrupted at step {trainer.global_step}: resumable checkpoint {path} "
-                       f"(continue with: fit ... --ckpt_path {path})")
+        by = "Ctrl-C" if self.signum == signal.SIGINT else "SIGTERM"
+        rank_zero_info(f"interrupted by {by} at step {trainer.global_step}: resumable checkpoint {path}; continue "
+                       f"with the same command and --ckpt_path last (exit status {self.exit_code})")
+
+
+class _DropSigtermNotice(logging.Filter):
+    """Lightning logs "Received SIGTERM: 15" also for a Ctrl-C (turned into its SIGTERM path above):
+    GracefulInterrupt states what happened instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Received SIGTERM" not in record.getMessage()
+
+
+logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").addFilter(_DropSigtermNotice())

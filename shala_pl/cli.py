@@ -53,6 +53,17 @@ class ShalaCLI(LightningCLI):
         if subcommand:
             settle_run_paths(self.config[subcommand], subcommand)
 
+    def fit(self, **kwargs) -> None:
+        """``trainer.fit``; a run stopped by a signal exits with the shell's code for it (130 Ctrl-C, 143 SIGTERM)
+        once GracefulInterrupt has written its resumable checkpoint, so scripts can tell it from a finished run."""
+        try:
+            self.trainer.fit(**kwargs)
+        except SystemExit:
+            interrupt = next((c for c in self.trainer.callbacks if isinstance(c, GracefulInterrupt)), None)
+            if interrupt is None or interrupt.exit_code is None:
+                raise
+            raise SystemExit(interrupt.exit_code) from None
+
     def before_fit(self) -> None:
         self.before_metrics = None
         config = self.config[self.subcommand]

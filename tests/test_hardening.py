@@ -21,6 +21,7 @@ from lightning.pytorch.loggers.logger import Logger
 
 from shala_pl.callbacks import GracefulInterrupt, ReproducibleRNG
 from conftest import small_quickstart_run
+from shala_pl.__main__ import main
 from shala_pl.cli import cli_main
 from shala_pl.data.datamodule import VoteDataModule
 from shala_pl.models.loading import LoraSettings
@@ -104,11 +105,14 @@ def test_sigterm_leaves_a_resumable_checkpoint(tiny_model_dir, tmp_path):
         if process.poll() is None:
             process.kill()
             process.communicate()
-    assert process.returncode in (0, 1), output[-4000:]  # exited (SIGTERMException is a SystemExit), not killed
+    assert process.returncode == 143, output[-4000:]  # 128 + SIGTERM, after writing the checkpoint
     checkpoint = torch.load(last, weights_only=True)
     step = checkpoint["global_step"]
     assert step >= 2
-    assert f"interrupted at step {step}: resumable checkpoint" in output
+    assert (f"interrupted by SIGTERM at step {step}: resumable checkpoint {last}; continue with the same command "
+            "and --ckpt_path last (exit status 143)") in output
+    assert "Received SIGTERM" not in output, output[-3000:]
+    assert "weights_only" not in output, output[-3000:]
     assert "hf_model" not in os.listdir(root)  # an interrupted run is not exported as if finished
 
     resumed = cli_main(fit_args(tiny_model_dir, root, step + 2, "--ckpt_path", "last"))
@@ -128,6 +132,21 @@ class SendSignalAt(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.step:
             os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signum, code, by", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_interrupted_fit_exits_with_the_signal_code_after_saving(tiny_model_dir, tmp_path, caplog, signum, code, by):
+    """What a script sees: not 0 (finished) but 128 + the signal, once the resumable checkpoint is written."""
+    send = f"{{class_path: test_hardening.SendSignalAt, init_args: {{step: 3, signum: {int(signum)}}}}}"
+    with pytest.raises(SystemExit) as exit_info:
+        main(fit_args(tiny_model_dir, tmp_path, 100, "--trainer.callbacks+=" + send))
+    assert exit_info.value.code == code
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 3
+    assert (f"interrupted by {by} at step 3: resumable checkpoint {last}; continue with the same command and "
+            f"--ckpt_path last (exit status {code})") in caplog.text
+    assert "Received SIGTERM" not in caplog.text
+    assert not (tmp_path / "hf_model").exists()
 
 
 def test_first_ctrl_c_stops_gracefully_with_a_checkpoint(tiny_model_dir, tmp_path):
