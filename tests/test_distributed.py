@@ -30,7 +30,7 @@ class DDPProbe(Callback):
 
     def __init__(self, out_dir: str):
         self.out_dir = out_dir
-        self.record = {"validations": [], "train_indices": [], "allreduces_per_step": []}
+        self.record = {"validations": [], "train_indices": [], "allreduces_per_step": [], "train_metrics": []}
         self._allreduces = 0
         self._val_examples = 0
 
@@ -55,6 +55,8 @@ class DDPProbe(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         steps = trainer.global_step - self._step_before
         self.record["allreduces_per_step"].append(self._allreduces / max(steps, 1))
+        self.record["train_metrics"].append({k: float(v) for k, v in trainer.callback_metrics.items()
+                                             if k.startswith(("train/", "rollout/"))})
 
     def on_validation_epoch_start(self, trainer, pl_module):
         self._val_examples = 0
@@ -154,6 +156,21 @@ def test_ddp_validation_equals_single_process_with_uneven_shards(ddp_run, tiny_m
         assert ddp["metrics"] == pytest.approx(single, abs=1e-5, nan_ok=True)
     # and training moved the model: the two validations differ
     assert before["metrics"] != pytest.approx(after["metrics"], abs=1e-6, nan_ok=True)
+
+
+@pytest.mark.slow
+def test_ddp_training_metrics_are_reduced_over_ranks(ddp_run):
+    """Each rank samples its own answers, so its reward, KL, clip ratio and invalid rate differ; logged with
+    sync_dist at log steps, both ranks hold the same (mean) values."""
+    _, probes = ddp_run
+    synced = ("train/reward_mean", "train/frac_reward_zero_std", "train/kl", "train/clip_ratio",
+              "train/clip_ratio_low", "train/clip_ratio_high", "train/entropy", "rollout/invalid_rate",
+              "train/loss", "train/reward_std")
+    steps = [(r0, r1) for r0, r1 in zip(probes[0]["train_metrics"], probes[1]["train_metrics"])]
+    assert len(steps) == 3
+    for r0, r1 in steps:
+        assert set(synced) <= set(r0)
+        assert {k: r0[k] for k in synced} == pytest.approx({k: r1[k] for k in synced}, abs=1e-6)
 
 
 # -- samplers ------------------------------------------------------------------------------------------------------

@@ -408,28 +408,44 @@ class GRPOModule(VoteModule):
             self.short_batches += 1  # an epoch's last, smaller batch: trained on as is
         if not self._is_log_step():
             return
+        size = batch["human"].shape[0]
+        # averaged over ranks, here only: a log step's one all-reduce
+        self.log_dict(self._rank_metrics(batch, rollout, rewards, components, loss_out), on_step=True, on_epoch=False,
+                      batch_size=size, sync_dist=True)
+        self.log_dict({"rollout/invalid_total": self.invalid_answers_total.float(),
+                       "rollout/all_invalid_groups_total": self.all_invalid_groups_total.float()},
+                      on_step=True, on_epoch=False, batch_size=size, sync_dist=True, reduce_fx="sum")
         n_answers = rollout.choices.numel()
-        metrics = {
-            "train/loss": loss_out.loss.detach(),
-            "train/reward_mean": rewards.mean(),
-            "train/reward_std": rewards.std(),
-            "train/kl": loss_out.kl,
-            "train/clip_ratio": loss_out.clip_ratio,
-            "train/entropy": _entropy(rollout.policy_probs).mean(),
+        self.log_dict({  # global already (all-reduced when computed), or this process's own
+            "train/reward_std": self._global_std(rewards),
             "train/grad_norm": grad_norm,
             "train/ambiguity_weight_mean": weights.mean(),
             "train/ambiguity_weight_max": weights.max(),
             "train/ambiguity_weight_entropy_corr": _correlation(weights, normalized_entropy(batch["human"])),
-            "train/policy_jsd": jensen_shannon_distance(batch["human"], rollout.policy_probs).float().mean(),
-            "rollout/invalid_rate": 1.0 - valid.float().mean(),
             "perf/rollout_s": rollout_s,
             "perf/update_s": update_s,
             "perf/completions_per_s": n_answers / max(rollout_s + update_s, 1e-9),
-            "rollout/invalid_total": self.invalid_answers_total.float(),
-            "rollout/all_invalid_groups_total": self.all_invalid_groups_total.float(),
             "data/short_batches": float(self.short_batches),
             "data/truncated_prompts": float(self.truncated_prompts),
             "train/nonfinite_skipped": float(self.nonfinite_skipped),
+            "train/lr": self.optimizers().param_groups[0]["lr"],
+        }, on_step=True, on_epoch=False, batch_size=size)
+        if self.sample_table_every_n_steps and self.global_step % self.sample_table_every_n_steps == 0:
+            self._log_sample_table(batch, rollout, rewards)
+
+    def _rank_metrics(self, batch, rollout, rewards, components, loss_out) -> dict[str, Tensor]:
+        """This process's batch statistics, to be averaged over ranks."""
+        metrics = {
+            "train/loss": loss_out.loss,
+            "train/reward_mean": rewards.mean(),
+            "train/frac_reward_zero_std": _zero_std_groups(rewards).float().mean(),  # groups without signal
+            "train/kl": loss_out.kl,
+            "train/clip_ratio": loss_out.clip_ratio,
+            "train/clip_ratio_low": loss_out.clip_ratio_low,
+            "train/clip_ratio_high": loss_out.clip_ratio_high,
+            "train/entropy": _entropy(rollout.policy_probs).mean(),
+            "train/policy_jsd": jensen_shannon_distance(batch["human"], rollout.policy_probs).float().mean(),
+            "rollout/invalid_rate": (rollout.choices < 0).float().mean(),
         }
         for name, value in components.items():
             metrics[f"train/reward_{name}"] = value.mean()
@@ -437,11 +453,7 @@ class GRPOModule(VoteModule):
             metrics["rollout/completion_len"] = rollout.completion_mask.sum(-1).float().mean()
         if rollout.truncated is not None:
             metrics["rollout/truncated_rate"] = rollout.truncated.float().mean()
-        optimizer = self.optimizers()
-        metrics["train/lr"] = optimizer.param_groups[0]["lr"]
-        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=batch["human"].shape[0])
-        if self.sample_table_every_n_steps and self.global_step % self.sample_table_every_n_steps == 0:
-            self._log_sample_table(batch, rollout, rewards)
+        return metrics
 
     def _is_log_step(self) -> bool:
         return self.global_step % max(self.trainer.log_every_n_steps, 1) == 0
@@ -497,7 +509,13 @@ def _combine_loss_outputs(outputs: list[LossOutput], shares: list[float]) -> Los
     total = lambda name: sum(share * getattr(o, name).detach() for o, share in zip(outputs, shares))  # noqa: E731
     mean = lambda name: torch.stack([getattr(o, name).detach() for o in outputs]).mean()  # noqa: E731
     return LossOutput(loss=total("loss"), policy_loss=total("policy_loss"), kl=total("kl"),
-                      clip_ratio=mean("clip_ratio"))
+                      clip_ratio=mean("clip_ratio"), clip_ratio_low=mean("clip_ratio_low"),
+                      clip_ratio_high=mean("clip_ratio_high"))
+
+
+def _zero_std_groups(rewards: Tensor) -> Tensor:
+    """[B] True where all G rewards of a prompt are equal: zero advantage, no learning signal."""
+    return torch.isclose(rewards.amax(dim=1), rewards.amin(dim=1))
 
 
 def _entropy(probs: Tensor) -> Tensor:

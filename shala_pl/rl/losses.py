@@ -83,6 +83,8 @@ class LossOutput:
     policy_loss: Tensor  # scalar
     kl: Tensor  # scalar (0 when beta == 0)
     clip_ratio: Tensor  # fraction of completion tokens with active clipping
+    clip_ratio_low: Tensor  # ... clipped at 1 - clip_eps_low (negative advantage)
+    clip_ratio_high: Tensor  # ... clipped at 1 + clip_eps_high (positive advantage)
 
 
 def grpo_loss(
@@ -109,5 +111,8 @@ def grpo_loss(
         kl = policy_loss.new_zeros(())
         loss = policy_loss
     mask_f = mask.to(per_token.dtype)
-    clip_ratio = (is_clipped.to(per_token.dtype) * mask_f).sum() / mask_f.sum().clamp(min=1.0)
-    return LossOutput(loss=loss, policy_loss=policy_loss.detach(), kl=kl.detach(), clip_ratio=clip_ratio.detach())
+    token_share = lambda flags: ((flags.to(per_token.dtype) * mask_f).sum() / mask_f.sum().clamp(min=1.0)).detach()  # noqa: E731
+    negative = (advantages < 0).unsqueeze(-1)  # [N, 1]: a clipped token with A < 0 sits at the low bound
+    return LossOutput(loss=loss, policy_loss=policy_loss.detach(), kl=kl.detach(), clip_ratio=token_share(is_clipped),
+                      clip_ratio_low=token_share(is_clipped & negative),
+                      clip_ratio_high=token_share(is_clipped & ~negative))

@@ -80,3 +80,15 @@ def test_beta_zero_needs_no_reference():
     with pytest.raises(ValueError, match="reference"):
         grpo_loss(torch.zeros(1, 1), torch.zeros(1, 1), None, torch.ones(1), torch.ones(1), torch.ones(1, 1),
                   LossSettings(beta=0.1))
+
+
+def test_clip_ratio_splits_into_low_and_high():
+    # token 1: A > 0, ratio e^0.5 > 1.28 (clipped high); token 2: A < 0, ratio e^-1 < 0.8 (clipped low);
+    # token 3: A > 0, ratio e^-1 (pessimistic side, not clipped); token 4: masked out
+    logp = torch.tensor([[0.0], [-1.0], [-1.0], [0.0]])
+    old = torch.tensor([[-0.5], [0.0], [0.0], [-0.5]])
+    out = grpo_loss(logp, old, None, torch.tensor([1.0, -2.0, 1.0, 1.0]), torch.ones(4),
+                    torch.tensor([[1], [1], [1], [0]]), LossSettings())
+    assert out.clip_ratio.item() == pytest.approx(2 / 3)
+    assert out.clip_ratio_low.item() == pytest.approx(1 / 3)
+    assert out.clip_ratio_high.item() == pytest.approx(1 / 3)
