@@ -58,7 +58,12 @@ def answer_histogram(choices: Tensor, num_labels: int, smoothing: float = 0.0) -
 
 
 def group_jsd_reward(choices: Tensor, human: Tensor) -> Tensor:
-    """JSD(histogram without answer i, p) - JSD(histogram with it, p): positive when answer i helps the group."""
+    """JSD(histogram without answer i, p) - JSD(histogram with it, p): positive when answer i helps the group.
+
+    Defined for groups with at least 2 valid answers. With one, there is no rest of the group to compare it with
+    (an empty histogram is no distribution), so it gets 0, as do all answers of a group with none; unparseable
+    answers get ``compute_rewards``' floor either way.
+    """
     num_labels = human.shape[1]
     valid = (choices >= 0).to(torch.float32)
     counts = torch.zeros_like(human).scatter_add_(1, choices.clamp(min=0), valid)  # [B, K]
@@ -70,7 +75,7 @@ def group_jsd_reward(choices: Tensor, human: Tensor) -> Tensor:
     uniform = torch.full_like(loo_counts, 1.0 / num_labels)
     loo_hist = torch.where(loo_total > 0, loo_counts / loo_total.clamp(min=1), uniform)
     loo = jensen_shannon_distance(human.unsqueeze(1).expand_as(loo_hist), loo_hist).float()  # [B, G]
-    return (loo - full.unsqueeze(1)) * valid
+    return (loo - full.unsqueeze(1)) * valid * (n_valid >= 2)
 
 
 def compute_rewards(

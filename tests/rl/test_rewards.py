@@ -77,3 +77,13 @@ def test_explicit_invalid_reward_and_unknown_names():
     assert total.tolist() == [[-1.0, 1.0]]
     with pytest.raises(ValueError, match="unknown reward"):
         compute_rewards({"accuracy": 1.0}, torch.tensor([[0]]), HUMAN, torch.tensor([0]), HUMAN)
+
+
+def test_group_jsd_is_zero_without_a_rest_of_the_group():
+    human = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.5, 0.5]])
+    # one valid answer (the mode, or the minority label), then none: nothing to compare with, reward 0
+    choices = torch.tensor([[0, -1, -1], [1, -1, -1], [-1, -1, -1]])
+    assert group_jsd_reward(choices, human).tolist() == [[0.0, 0.0, 0.0]] * 3
+    # two valid answers: leave-one-out is defined again, and the mode is worth more than the minority label
+    two = group_jsd_reward(torch.tensor([[0, 1, -1]]), human[:1])
+    assert two[0, 0] > two[0, 1] and two[0, 2] == 0.0
