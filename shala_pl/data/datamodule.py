@@ -14,7 +14,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from shala_pl.data.example import DataError, OnInvalid, VoteExample
-from shala_pl.data.prompts import PromptSettings, render_prompt, verbalizer_words
+from shala_pl.data.prompts import PromptSettings, label_continuations, render_prompt, verbalizer_words
 from shala_pl.data.sampling import EvalSampler, MarkPadding, ResumableDataLoader, TrainSampler, requires_lockstep
 from shala_pl.errors import ConfigValueError
 from shala_pl.rl import checks
@@ -124,7 +124,9 @@ class VoteDataModule(LightningDataModule):
 
     @property
     def verbalizers(self) -> list[str]:
-        return verbalizer_words(self.label_names, self.prompt)
+        """What the model says for each label right after the prompt (linked into the model)."""
+        words = verbalizer_words(self.label_names, self.prompt, self.examples("train")[0].task)
+        return label_continuations(words, self.prompt)
 
     @property
     def has_multilabel(self) -> bool:

@@ -6,10 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 TASK_TEMPLATES = {
-    "nli": (
-        "Premise: {premise}\nHypothesis: {hypothesis}\n"
-        "Does the premise entail the hypothesis, contradict it, or neither (neutral)?"
-    ),
+    "nli": "Premise: {premise}\nHypothesis: {hypothesis}\nIf the premise is true, is the hypothesis also true?",
     "abductive_nli": (
         "Observation 1: {obs1}\nObservation 2: {obs2}\nHypothesis 1: {hyp1}\nHypothesis 2: {hyp2}\n"
         "Which hypothesis better explains what happened between the two observations?"
@@ -20,26 +17,51 @@ TASK_TEMPLATES = {
 }
 
 
+# The words a small instruct model answers such a question with (SmolLM2-135M-Instruct answers "neutral" to every
+# pair with the label names; see README, "A real LLM on CPU"). Other tasks say their label names.
+TASK_VERBALIZERS = {"nli": {"entailment": "yes", "neutral": "maybe", "contradiction": "no"}}
+
+
 @dataclass
 class PromptSettings:
     reasoning: bool = False  # ask for brief reasoning, then the label inside <answer></answer>
-    verbalizers: dict[str, str] = field(default_factory=dict)  # label name -> the word the model says
-    system_prompt: Optional[str] = None
+    verbalizers: dict[str, str] = field(default_factory=dict)  # label name -> the word the model says (default:
+    # the task's words in TASK_VERBALIZERS, else the label name)
+    system_prompt: Optional[str] = None  # None: no system turn, and a chat template's built-in one is kept out
+    answer_prefix: str = "Answer:"  # opens the model's turn (not with reasoning); the label word follows a space
     use_chat_template: bool = True  # when the tokenizer has one
 
 
-def verbalizer_words(labels: Sequence[str], settings: PromptSettings) -> list[str]:
+def verbalizer_words(labels: Sequence[str], settings: PromptSettings, task: str = "") -> list[str]:
+    """The word for each label, as the instruction lists it."""
     unknown = set(settings.verbalizers) - set(labels)
     if unknown:
-        raise ValueError(f"verbalizers given for unknown labels {sorted(unknown)}; labels are {list(labels)}")
-    return [settings.verbalizers.get(label, label) for label in labels]
+        raise ValueError(f"data.prompt.verbalizers given for unknown labels {sorted(unknown)}; "
+                         f"labels are {list(labels)}")
+    words = {**TASK_VERBALIZERS.get(task, {}), **settings.verbalizers}
+    return [words.get(label, label) for label in labels]
+
+
+def label_continuations(words: Sequence[str], settings: PromptSettings) -> list[str]:
+    """The text the model produces for each label right after the prompt: " yes" after "Answer:"."""
+    prefix = "" if settings.reasoning else settings.answer_prefix
+    separator = " " if prefix and not prefix[-1].isspace() else ""
+    return [separator + word for word in words]
 
 
 def answer_instruction(words: Sequence[str], reasoning: bool) -> str:
-    options = ", ".join(words)
+    words = [w.strip() for w in words]
+    options = ", ".join(words[:-1]) + f", or {words[-1]}" if len(words) > 1 else words[0]
     if reasoning:
         return f"Think it through briefly, then give one of: {options}, inside <answer></answer>."
-    return f"Answer with one of: {options}. Reply with the label only."
+    return f"Reply with one word: {options}."
+
+
+def template_adds_system_prompt(tokenizer) -> bool:
+    """Whether the chat template writes a system turn of its own when the messages have none."""
+    probe = "\x00"
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": probe}], tokenize=False)
+    return "system" in rendered.split(probe)[0].lower()
 
 
 def render_prompt(task: str, fields: dict, words: Sequence[str], settings: PromptSettings, tokenizer) -> str:
@@ -50,8 +72,11 @@ def render_prompt(task: str, fields: dict, words: Sequence[str], settings: Promp
     user = f"{question}\n{answer_instruction(words, settings.reasoning)}"
     if settings.use_chat_template and getattr(tokenizer, "chat_template", None):
         messages = [{"role": "user", "content": user}]
-        if settings.system_prompt:
-            messages.insert(0, {"role": "system", "content": settings.system_prompt})
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    system = f"{settings.system_prompt}\n\n" if settings.system_prompt else ""
-    return f"{system}{user}\nAnswer: "
+        if settings.system_prompt is not None or template_adds_system_prompt(tokenizer):
+            # an empty system turn keeps a template's built-in one ("You are a helpful AI assistant ...") out
+            messages.insert(0, {"role": "system", "content": settings.system_prompt or ""})
+        opened = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        system = f"{settings.system_prompt}\n\n" if settings.system_prompt else ""
+        opened = f"{system}{user}\n"
+    return opened + ("" if settings.reasoning else settings.answer_prefix)

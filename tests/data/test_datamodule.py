@@ -55,12 +55,12 @@ def test_batches_are_left_padded_with_votes_majority_and_uids(tiny_model_dir):
 
 
 def test_prompt_goes_through_the_chat_template_and_names_the_verbalizers(tiny_model_dir):
-    data = snli(tiny_model_dir, prompt=PromptSettings(verbalizers={"entailment": "yes", "contradiction": "no"}))
-    assert data.verbalizers == ["yes", "neutral", "no"]
+    data = snli(tiny_model_dir, prompt=PromptSettings(verbalizers={"entailment": "true", "contradiction": "false"}))
+    assert data.verbalizers == [" true", " maybe", " false"]  # NLI's own word for the label not overridden
     data.setup("validate")
     text = data.tokenizer.decode(data._dataset("val")[0]["prompt_ids"])
-    assert text.startswith("<|im_start|>user") and text.endswith("<|im_start|>assistant\n")
-    assert "Answer with one of: yes, neutral, no." in text and "Premise:" in text
+    assert text.startswith("<|im_start|>user") and text.endswith("<|im_start|>assistant\nAnswer:")
+    assert "Reply with one word: true, maybe, or false." in text and "Premise:" in text
 
 
 def test_reasoning_prompts_ask_for_the_answer_tag(tiny_model_dir):
@@ -74,12 +74,12 @@ def test_long_prompts_are_truncated_from_the_left_and_counted(tiny_model_dir):
     data.setup("validate")
     row = data._dataset("val")[0]
     assert len(row["prompt_ids"]) == 16
-    assert data.tokenizer.decode(row["prompt_ids"]).endswith("<|im_start|>assistant\n")
+    assert data.tokenizer.decode(row["prompt_ids"]).endswith("<|im_start|>assistant\nAnswer:")
     assert data.n_truncated["val"] == len(data.examples("val"))
 
 
 def test_unknown_verbalizer_labels_are_rejected(tiny_model_dir):
-    data = snli(tiny_model_dir, prompt=PromptSettings(verbalizers={"maybe": "perhaps"}))
+    data = snli(tiny_model_dir, prompt=PromptSettings(verbalizers={"perhaps": "maybe"}))
     with pytest.raises(ValueError, match="unknown labels"):
         data.verbalizers
 
