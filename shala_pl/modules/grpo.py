@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.strategies import DeepSpeedStrategy
 from torch import Tensor
 
+from shala_pl.errors import ConfigValueError
 from shala_pl.models.scoring import label_log_probs, shared_prompt_completion_log_probs
 from shala_pl.modules.base import VoteModule
 from shala_pl.rl import checks
@@ -105,8 +106,20 @@ class GRPOModule(VoteModule):
             self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
 
     def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.check_strategy(self.trainer.strategy)
         if stage == "fit" and self.weighting.dynamic_strength > 0 and self.policy_gap is None:
             self.policy_gap = PolicyGapTracker(self.trainer.datamodule.num_train_examples, self.weighting.ema_decay)
+
+    def check_strategy(self, strategy) -> None:
+        """Refuse what a strategy cannot do with this module's training loop, before any model is built."""
+        if isinstance(strategy, DeepSpeedStrategy) and self.micro_batches > 1:
+            # each micro-batch's backward would be an accumulation boundary of the engine (its
+            # gradient_accumulation_steps is 1), which expects a step() after every backward
+            raise ConfigValueError(
+                f"micro_batches={self.micro_batches} is not supported under DeepSpeed: set micro_batches to 1 "
+                "(lower data.batch_size or rollout.num_generations to fit memory) or use DDP or FSDP"
+            )
 
     def state_dict(self, *args, **kwargs):
         # The frozen reference is rebuilt from name_or_path; keep it out of checkpoints.
