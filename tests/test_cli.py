@@ -175,15 +175,29 @@ def test_debug_shows_the_traceback(tiny_model_dir, tmp_path, monkeypatch):
         main(quick_fit(tiny_model_dir, tmp_path, "--trainer.callbacks+=test_cli.FailInSetup"))
 
 
+def run_importtime(*args):
+    out = subprocess.run([sys.executable, "-X", "importtime", *args], capture_output=True, text=True, cwd=REPO,
+                         timeout=120)
+    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    message = [line for line in out.stderr.splitlines() if not line.startswith("import time:")]
+    return out, imported, message
+
+
 def test_bare_subcommand_points_at_the_quickstart():
     """The real entry point, as a user types it: exit status 2 and one line, without importing Lightning."""
-    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "shala_pl", "fit"], capture_output=True,
-                         text=True, cwd=REPO, timeout=120)
+    out, imported, message = run_importtime("-m", "shala_pl", "fit")
     assert out.returncode == 2 and out.stdout == ""
-    message = [line for line in out.stderr.splitlines() if not line.startswith("import time:")]
     assert message == ["shala_pl: error: 'fit' needs a config; start with: python -m shala_pl fit --config "
                        "configs/quickstart.yaml  (all configs: python -m shala_pl --help)"]
-    assert "| lightning" not in out.stderr  # answered without importing Lightning
+    assert "lightning" not in imported and "torch" not in imported
+
+
+@pytest.mark.parametrize("command", [("-m", "shala_pl", "--help"), ("tools/evaluate.py", "--help"),
+                                     ("tools/data_stats.py", "--help")], ids=" ".join)
+def test_help_answers_without_importing_torch(command):
+    out, imported, _ = run_importtime(*command)
+    assert out.returncode == 0 and "usage:" in out.stdout
+    assert "torch" not in imported and "lightning" not in imported and "torchmetrics" not in imported
 
 
 def test_top_level_help_lists_subcommands_and_configs(capsys):

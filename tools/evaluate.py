@@ -12,9 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-from shala_pl.evaluation import evaluate_predictions, export_chaosnli, match_uids, read_predictions
-
-
 def load_examples(source: str, path: Path) -> list:
     from shala_pl.data.sources import load_source
 
@@ -36,6 +33,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.bins is not None and args.bins < 1:
         parser.error(f"--bins must be at least 1, got {args.bins}")
+    # after parsing: --help and argument errors answer without importing torchmetrics (seconds)
+    from shala_pl.evaluation import evaluate_predictions, export_chaosnli, match_uids, read_predictions
+
     try:
         examples = load_examples(args.source, args.data)
         predictions = read_predictions(args.predictions, args.model_name)
