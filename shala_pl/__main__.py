@@ -9,47 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
-QUICKSTART = "python -m shala_pl fit --config configs/quickstart.yaml"
-
-
-def _configs() -> list[str]:
-    """Run and method configs shipped with the repository (empty when run from an installed package)."""
-    root = Path(__file__).resolve().parent.parent / "configs"
-    found = []
-    for folder in ("", "method", "strategy"):
-        found += [str(Path("configs", folder, p.name)) for p in sorted((root / folder).glob("*.yaml"))]
-    return found
-
-
-def top_level_help() -> str:
-    configs = _configs()
-    lines = [
-        "usage: python -m shala_pl {fit,validate,test,predict} --config CONFIG [--config MORE] [--section.option VALUE]",
-        "",
-        "Train a language model to match human vote distributions (SHALA: GRPO with a log-score reward).",
-        "",
-        "subcommands:",
-        "  fit       train (validation before and after; checkpoints, TensorBoard logs, exported model)",
-        "  validate  score a checkpoint (or the untrained model) on the validation split",
-        "  test      score a checkpoint on the test split",
-        "  predict   write per-example label distributions as JSON lines (--data.predict_split test|val|train|all)",
-        "",
-        "start here:",
-        f"  {QUICKSTART}",
-        "  python -m shala_pl fit --help          every option of fit, with its help text",
-        "  python -m shala_pl fit --config CONFIG --print_config     the full resolved config",
-        "",
-        "common options:",
-        "  --trainer.default_root_dir DIR   where logs, checkpoints and the exported model go",
-        "  --ckpt_path last|PATH            resume (fit) or score (validate/test/predict) a checkpoint",
-        "  SHALA_DEBUG=1                    show a traceback with an error message",
-    ]
-    if configs:
-        lines += ["", "configs (compose a method or strategy after a run config):"] + [f"  {c}" for c in configs]
-    return "\n".join(lines)
+from shala_pl.help import QUICKSTART, SUBCOMMANDS, top_level_help
 
 
 def _fail(message: str) -> int:

@@ -11,9 +11,10 @@ resumed ``fit`` keeps logging into the folder it resumes.
 from __future__ import annotations
 
 import re
+from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
 
-from jsonargparse import Namespace
+from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
@@ -22,6 +23,7 @@ from shala_pl.callbacks import GracefulInterrupt, JsonlPredictionWriter, Reprodu
 from shala_pl.data.datamodule import VoteDataModule
 from shala_pl.data.sampling import requires_lockstep
 from shala_pl.errors import ConfigValueError
+from shala_pl.help import subcommand_description
 from shala_pl.modules.base import VoteModule
 from shala_pl.rl import checks
 
@@ -177,12 +179,32 @@ def _metrics_of(results: list[dict]) -> dict:
     return {k: float(v) for k, v in (results[0] if results else {}).items()}
 
 
+class _HelpFormatter(RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help, with the subcommand description's lines kept as written."""
+
+
+SUMMARIES = {
+    "fit": "Train a method (validation before and after; checkpoints, TensorBoard logs, the exported model).",
+    "validate": "Score the model on the validation split.",
+    "test": "Score a checkpoint (--ckpt_path) on the test split.",
+    "predict": "Write per-example label distributions of a checkpoint (--ckpt_path) as JSON lines.",
+}
+
+
 def cli_main(args=None, run: bool = True) -> ShalaCLI:
+    parser_kwargs = {"formatter_class": _HelpFormatter, "prog": "python -m shala_pl"}
+    if run:
+        parser_kwargs.update({
+            name: {"description": subcommand_description(summary), "formatter_class": _HelpFormatter,
+                   "usage": f"python -m shala_pl {name} --config CONFIG [--config MORE] [--section.option VALUE ...]"}
+            for name, summary in SUMMARIES.items()
+        })
     return ShalaCLI(
         VoteModule,
         VoteDataModule,
         subclass_mode_model=True,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs=parser_kwargs,
         args=args,
         run=run,
     )

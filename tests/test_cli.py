@@ -67,6 +67,32 @@ def test_help_runs_as_a_module():
                          cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "--config" in out.stdout and "--model" in out.stdout
+    # discoverable from --help: every config, source, reward, readout, aggregation and rollout mode
+    text = " ".join(out.stdout.split())  # wrapped lines joined
+    for config in RUN_CONFIGS + METHOD_CONFIGS + STRATEGY_CONFIGS:
+        assert str(config.relative_to(REPO)) in text
+    from typing import get_args
+
+    from shala_pl.data.sources import SOURCE_NAMES
+    from shala_pl.modules.base import Readout
+    from shala_pl.rl.losses import Aggregation
+    from shala_pl.rl.rewards import REWARD_NAMES
+    from shala_pl.rl.rollout import RolloutMode
+
+    assert f"data.source: {', '.join(SOURCE_NAMES)}" in text
+    assert f"model.rewards (weights): {', '.join(REWARD_NAMES)}" in text
+    assert f"model.readouts: {', '.join(get_args(Readout))}" in text
+    assert f"model.loss.aggregation: {', '.join(get_args(Aggregation))}" in text
+    assert f"model.rollout.mode: {', '.join(get_args(RolloutMode))}" in text
+    assert "--data.predict_split {test,val,train,all}" in text
+
+
+def test_unknown_source_is_refused_at_parse_time_with_the_valid_names(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(REPO / "configs/quickstart.yaml"), "--data.source", "sst2"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert 'Parser key "data.source"' in err and "'chaosnli_snli'" in err and "Got value: sst2" in err
 
 
 def test_data_decides_labels_verbalizers_and_tokenizer(tiny_model_dir):

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from shala_pl.data.sources import SOURCE_NAMES, load_source
+from shala_pl.data.sources import SOURCE_NAMES, load_source, source_options
 from shala_pl.data.stats import data_stats
 
 
@@ -29,7 +29,11 @@ def parse_option(text: str) -> tuple[str, object]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    options = "\n".join(f"  {name:<18} {', '.join(f'{k}={v!r}' for k, v in source_options(name).items()) or '-'}"
+                        for name in SOURCE_NAMES)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=f"each source's options (--option, or data.source_options in a config), "
+                                            f"with their defaults:\n{options}")
     parser.add_argument("source", choices=SOURCE_NAMES)
     parser.add_argument("path", nargs="?", help="file or folder to read (not needed for synthetic)")
     parser.add_argument("--taxonomy", choices=["full", "ekman", "sentiment"], help="GoEmotions label set")

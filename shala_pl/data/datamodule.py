@@ -16,12 +16,14 @@ from torch.utils.data import DataLoader
 from shala_pl.data.example import DataError, OnInvalid, VoteExample
 from shala_pl.data.prompts import PromptSettings, label_continuations, render_prompt, verbalizer_words
 from shala_pl.data.sampling import EvalSampler, MarkPadding, ResumableDataLoader, TrainSampler, requires_lockstep
+from shala_pl.data.sources import SOURCE_NAMES
 from shala_pl.errors import ConfigValueError
 from shala_pl.rl import checks
 
 log = logging.getLogger(__name__)
 
 Split = Literal["random", "distributed_nli", "files"]
+SourceName = Literal[SOURCE_NAMES]  # the registry's names: checked when the config is parsed, listed in --help
 PredictSplit = Literal["test", "val", "train", "all"]
 PREDICT_SPLITS = ("test", "val", "train", "all")
 
@@ -59,7 +61,7 @@ class VoteDataModule(LightningDataModule):
 
     def __init__(
         self,
-        source: str,
+        source: SourceName,
         path: Optional[str] = None,
         source_options: Optional[dict] = None,
         split: Split = "random",
