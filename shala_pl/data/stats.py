@@ -19,6 +19,8 @@ def data_stats(result: ReadResult) -> dict:
         "labels": labels,
         "total_votes": _plain_number(total_votes),
         "mean_votes_per_example": total_votes / n if n else None,
+        # nats, like every other entropy, KL and JSD the project reports; bits alongside, named as such
+        "mean_entropy_nats": sum(example.entropy for example in examples) / n if n else None,
         "mean_entropy_bits": sum(example.entropy for example in examples) / n / math.log(2) if n else None,
         "majority_label_counts": {label: majorities[label] for label in labels},
         "n_ties": sum(example.majority_is_tie for example in examples),

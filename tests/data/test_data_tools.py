@@ -19,7 +19,7 @@ from shala_pl.data.sources import load_source
 from shala_pl.data.stats import data_stats
 
 REPO = Path(__file__).resolve().parents[2]
-STATS_KEYS = {"n_examples", "labels", "total_votes", "mean_votes_per_example", "mean_entropy_bits",
+STATS_KEYS = {"n_examples", "labels", "total_votes", "mean_votes_per_example", "mean_entropy_nats", "mean_entropy_bits",
               "majority_label_counts", "n_ties", "skipped"}
 
 
@@ -49,6 +49,7 @@ def test_data_stats_agrees_with_an_independent_count_of_the_snli_sample(fixtures
         "labels": order,
         "total_votes": votes,
         "mean_votes_per_example": pytest.approx(votes / len(records)),
+        "mean_entropy_nats": pytest.approx(entropy_bits * math.log(2) / len(records)),
         "mean_entropy_bits": pytest.approx(entropy_bits / len(records)),
         "majority_label_counts": {label: majorities[label] for label in order},
         "n_ties": ties,
@@ -65,7 +66,8 @@ def test_data_stats_of_fractional_goemotions_votes(fixtures_dir):
 
 def test_data_stats_of_a_result_with_nothing_left():
     stats = data_stats(ReadResult(examples=[], skipped=Counter(malformed_json=2)))
-    assert stats["n_examples"] == 0 and stats["mean_entropy_bits"] is None and stats["skipped"] == {"malformed_json": 2}
+    assert stats["n_examples"] == 0 and stats["skipped"] == {"malformed_json": 2}
+    assert stats["mean_entropy_nats"] is None and stats["mean_entropy_bits"] is None
 
 
 # -- tools/data_stats.py ------------------------------------------------------------------------------------------
