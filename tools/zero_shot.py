@@ -68,14 +68,13 @@ def main(argv=None) -> None:
     data.setup(None)
     for batch in loader():
         with torch.no_grad():
-            for readout, (probs, texts) in module.readout_probs(batch).items():
-                metrics[readout].update(probs.float(), batch["human"], batch["majority"])
-                predicted[readout].update(data.label_names[i] for i in probs.argmax(-1).tolist())
-                if texts is not None:
-                    choices = [module.parser(t) for t in texts]
-                    parsed += sum(c >= 0 for c in choices)
-                    answers += len(choices)
-                    examples += texts[: 2] if len(examples) < 6 else []
+            for readout, result in module.readout_probs(batch).items():
+                metrics[readout].update(result.probs.float(), batch["human"], batch["majority"])
+                predicted[readout].update(data.label_names[i] for i in result.probs.argmax(-1).tolist())
+                if result.choices is not None:
+                    parsed += int((result.choices >= 0).sum())
+                    answers += result.choices.numel()
+                    examples += result.texts[:2] if len(examples) < 6 else []
     seconds = time.perf_counter() - start
     result = {"model": args.model, "source": args.source, "split": args.split,
               "examples": sum(predicted[args.readouts[0]].values()), "verbalizers": data.verbalizers,

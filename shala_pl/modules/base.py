@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
+from torchmetrics import MeanMetric
 
 from shala_pl.metrics import build_eval_metrics, compute_flat
 from shala_pl.models.loading import DType, LoraSettings, load_causal_lm, load_tokenizer
@@ -41,6 +42,15 @@ class SamplingReadout:
     def generation(self) -> RolloutSettings:
         return RolloutSettings(mode="generate", num_generations=self.num_samples, max_new_tokens=self.max_new_tokens,
                                temperature=self.temperature, top_p=self.top_p)
+
+
+@dataclass
+class ReadoutResult:
+    """The model's label distribution from one readout, with the sampled answers behind it (``sampling``)."""
+
+    probs: Tensor  # [B, K]
+    texts: Optional[list[str]] = None  # B * n decoded answers, grouped by prompt
+    choices: Optional[Tensor] = None  # [B, n] label index of each answer, -1 when it did not parse
 
 
 def _default_optimizer(params):
@@ -87,6 +97,7 @@ class VoteModule(LightningModule):
             {r: build_eval_metrics(num_labels, multilabel=multilabel, entropy_bins=entropy_bins) for r in self.readouts}
         )
         self.val_metrics, self.test_metrics = make(), make()
+        self.invalid_rate = torch.nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})  # sampling readout
         self.multilabel = multilabel
 
     # -- model -----------------------------------------------------------------------------------------------------
@@ -116,16 +127,17 @@ class VoteModule(LightningModule):
         model = model if model is not None else self.policy
         return label_log_probs(model, batch["prompt_ids"], batch["prompt_mask"], self.verbalizer_ids).exp()
 
-    def sampled_probs(self, batch: dict) -> tuple[Tensor, list[str]]:
-        """Histogram of parsed sampled answers, [B, K], and the answers (B * num_samples)."""
+    def sampled_probs(self, batch: dict) -> "ReadoutResult":
+        """Histogram of parsed sampled answers, [B, K], with the answers and their labels (num_samples each)."""
         n = self.sampling.num_samples
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.sampling.seed + int(batch["index"][0]))
             ids, mask = generate_answers(self.policy, self.tokenizer, batch["prompt_ids"], batch["prompt_mask"],
                                          self.sampling.generation(), n, synced_gpus=self.needs_synced_gpus)
         choices, texts = parse_answers(self.tokenizer, self.parser, ids, mask)
-        probs = answer_histogram(choices.view(-1, n), len(self.label_names), self.sampling.smoothing)
-        return probs, texts
+        choices = choices.view(-1, n)  # [B, n]
+        probs = answer_histogram(choices, len(self.label_names), self.sampling.smoothing)
+        return ReadoutResult(probs, texts, choices)
 
     @property
     def needs_synced_gpus(self) -> bool:
@@ -134,19 +146,21 @@ class VoteModule(LightningModule):
 
         return self._trainer is not None and requires_lockstep(self.trainer.strategy)
 
-    def readout_probs(self, batch: dict) -> dict[str, tuple[Tensor, Optional[list[str]]]]:
+    def readout_probs(self, batch: dict) -> dict[str, "ReadoutResult"]:
         out = {}
         for readout in self.readouts:
             if readout == "label_probs":
-                out[readout] = (self.label_probs(batch), None)
+                out[readout] = ReadoutResult(self.label_probs(batch))
             else:
                 out[readout] = self.sampled_probs(batch)
         return out
 
     # -- evaluation ----------------------------------------------------------------------------------------------
-    def _evaluate(self, batch: dict, metrics: torch.nn.ModuleDict, batch_idx: int) -> None:
+    def _evaluate(self, batch: dict, stage: str, batch_idx: int) -> None:
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
         with torch.no_grad():
-            for readout, (probs, _) in self.readout_probs(batch).items():
+            for readout, result in self.readout_probs(batch).items():
+                probs = result.probs
                 if batch_idx == 0 and readout == self.readouts[0]:
                     n = min(FIGURE_EXAMPLES, probs.shape[0])
                     self._figure_examples = (batch["uid"][:n], probs[:n].tolist(), batch["human"][:n].tolist())
@@ -154,23 +168,30 @@ class VoteModule(LightningModule):
                 keep = ~batch["is_padding"] if "is_padding" in batch else slice(None)
                 metrics[readout].update(probs[keep].float(), batch["human"][keep], batch["majority"][keep],
                                         multilabel_target=batch["multilabel"][keep] if self.multilabel else None)
+                if result.choices is not None:
+                    self.invalid_rate[stage].update((result.choices[keep] < 0).float())
 
-    def _log_metrics(self, stage: str, metrics: torch.nn.ModuleDict) -> dict[str, float]:
+    def _log_metrics(self, stage: str) -> dict[str, float]:
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
         logged = {}
         for readout, collection in metrics.items():
             prefix = f"{stage}/" if len(metrics) == 1 else f"{stage}/{readout}/"
             for name, value in compute_flat(collection).items():
                 logged[prefix + name] = value
+            if readout == "sampling":  # answers that did not parse into a label
+                logged[prefix + "invalid_rate"] = self.invalid_rate[stage].compute()
             with torch.inference_mode(False):  # fresh states must not be inference tensors: fit validates under no_grad
                 collection.reset()
+        with torch.inference_mode(False):
+            self.invalid_rate[stage].reset()
         self.log_dict(logged, sync_dist=False, rank_zero_only=False)  # already synced by torchmetrics
         return logged
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.val_metrics, batch_idx)
+        self._evaluate(batch, "val", batch_idx)
 
     def on_validation_epoch_end(self) -> None:
-        logged = self._log_metrics("val", self.val_metrics)
+        logged = self._log_metrics("val")
         self._log_figures(logged)
 
     def _log_figures(self, logged: dict[str, float]) -> None:
@@ -191,10 +212,10 @@ class VoteModule(LightningModule):
                                   self.global_step)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics, batch_idx)
+        self._evaluate(batch, "test", batch_idx)
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.test_metrics)
+        self._log_metrics("test")
 
     def training_step(self, batch: dict, batch_idx: int):
         raise RuntimeError("VoteModule is the zero-shot method: use validate, test or predict, "
@@ -204,7 +225,7 @@ class VoteModule(LightningModule):
         with torch.no_grad():
             readouts = self.readout_probs(batch)
         main_readout = self.readouts[0]
-        probs, _ = readouts[main_readout]
+        probs = readouts[main_readout].probs
         rows = []
         for i, uid in enumerate(batch["uid"]):
             if "is_padding" in batch and bool(batch["is_padding"][i]):
@@ -217,10 +238,11 @@ class VoteModule(LightningModule):
                 "readout": main_readout,
             }
             if "sampling" in readouts:
-                n = self.sampling.num_samples
-                row["samples"] = readouts["sampling"][1][i * n : (i + 1) * n]
+                sampled, n = readouts["sampling"], self.sampling.num_samples
+                row["samples"] = sampled.texts[i * n : (i + 1) * n]
+                row["sample_labels"] = [self.label_names[c] if c >= 0 else None for c in sampled.choices[i].tolist()]
                 if main_readout != "sampling":
-                    row["sampling_probs"] = [float(x) for x in readouts["sampling"][0][i]]
+                    row["sampling_probs"] = [float(x) for x in sampled.probs[i]]
             rows.append(row)
         return rows
 
