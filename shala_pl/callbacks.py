@@ -5,6 +5,7 @@
   numpy, python) in every checkpoint, restored on resume: Lightning restores neither.
 - :class:`GracefulInterrupt`: SIGTERM, or a first Ctrl-C, stops training after the current step and writes a
   resumable ``last.ckpt``.
+- :class:`StepProgressBar`: the console's training bar, in optimizer steps, with the reward and validation JSD.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Optional
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import _update_n
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
@@ -39,7 +41,7 @@ class JsonlPredictionWriter(BasePredictionWriter):
         self._file = None
 
     def _output_path(self, trainer) -> Path:
-        path = Path(self.path) if self.path else Path(trainer.log_dir or ".") / "predictions.jsonl"
+        path = Path(self.path) if self.path else Path(trainer.log_dir or ".") / "predictions.jsonl"  # the CLI sets it
         if trainer.world_size > 1 and trainer.global_rank > 0:
             path = path.with_suffix(f".rank{trainer.global_rank}.jsonl")
         return path
@@ -243,3 +245,37 @@ class _DropSigtermNotice(logging.Filter):
 
 
 logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").addFilter(_DropSigtermNotice())
+
+
+# -- console ----------------------------------------------------------------------------------------------------------
+class StepProgressBar(TQDMProgressBar):
+    """One training bar for the whole run, counted in optimizer steps against ``max_steps`` (``60/150``, also
+    right after a resume), showing the latest mean reward (the loss for supervised methods) and the last validation
+    JSD. Lightning's default counts batches per epoch (``Epoch 1/-2``, ``60/28`` on resume) and shows ``v_num``."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        bar = self.train_progress_bar
+        bar.reset(total=trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None)
+        bar.set_description("step")
+        _update_n(bar, trainer.global_step)
+        bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def on_train_epoch_start(self, trainer, *_) -> None:
+        """The bar spans epochs: nothing to reset."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        bar = self.train_progress_bar
+        if bar is not None and self._should_update(trainer.global_step, bar.total):
+            _update_n(bar, trainer.global_step)
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def get_metrics(self, trainer, pl_module) -> dict[str, str]:
+        metrics = trainer.callback_metrics
+        shown = {}
+        for name, keys in (("reward", ("train/reward_mean",)), ("loss", ("train/loss",)),
+                           ("val_jsd", ("val/jsd", "val/label_probs/jsd"))):
+            key = next((k for k in keys if k in metrics), None)
+            if key is not None and not (name == "loss" and "reward" in shown):
+                shown[name] = f"{float(metrics[key]):.4f}"
+        return shown

@@ -10,16 +10,19 @@ resumed ``fit`` keeps logging into the folder it resumes.
 
 from __future__ import annotations
 
+import logging
 import re
+import warnings
 from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
+from typing import Optional
 
 from jsonargparse import DefaultHelpFormatter, Namespace
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
-from shala_pl.callbacks import GracefulInterrupt, JsonlPredictionWriter, ReproducibleRNG
+from shala_pl.callbacks import GracefulInterrupt, JsonlPredictionWriter, ReproducibleRNG, StepProgressBar
 from shala_pl.data.datamodule import VoteDataModule
 from shala_pl.data.sampling import requires_lockstep
 from shala_pl.errors import ConfigValueError
@@ -49,11 +52,24 @@ class ShalaCLI(LightningCLI):
         parser.add_argument("--validate_before_fit", type=bool, default=True,
                             help="run validation once before training so the log has a 'before' point")
 
+    def instantiate_trainer(self, **kwargs):
+        """Lightning's trainer, with :class:`StepProgressBar` as the console bar unless the config disables the bar
+        or brings its own."""
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer = config.get("trainer") or {}
+        callbacks = trainer.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            kwargs["callbacks"] = [*callbacks, StepProgressBar()]
+        return super().instantiate_trainer(**kwargs)
+
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if subcommand:
             settle_run_paths(self.config[subcommand], subcommand)
+        if subcommand == "predict":
+            self.save_config_callback = None  # predict has no run folder of its own to describe
 
     def fit(self, **kwargs) -> None:
         """``trainer.fit``; a run stopped by a signal exits with the shell's code for it (130 Ctrl-C, 143 SIGTERM)
@@ -121,8 +137,10 @@ class ShalaCLI(LightningCLI):
 
 def settle_run_paths(config: Namespace, subcommand: str) -> None:
     """Apply the one placement rule (module docstring) to a parsed subcommand config, in place: the default logger
-    writes under ``default_root_dir``, and ``--ckpt_path last`` becomes the path of that layout's newest
-    ``last.ckpt`` (a resumed ``fit`` logs into the folder it resumes); no such checkpoint is an error."""
+    writes under ``default_root_dir``; ``--ckpt_path last`` becomes the path of that layout's newest ``last.ckpt``
+    (a resumed ``fit`` logs into the folder it resumes; none is an error); ``validate``/``test`` of a run's
+    checkpoint log into ``<run>/validate`` or ``<run>/test`` and ``predict`` writes ``<run>/predictions.jsonl``,
+    so neither adds a ``version_N`` folder."""
     trainer = config.trainer
     root = trainer.default_root_dir or "."
     checks.require(trainer.max_steps is None or trainer.max_steps == -1 or trainer.max_steps > 0,
@@ -132,22 +150,35 @@ def settle_run_paths(config: Namespace, subcommand: str) -> None:
                                    init_args=Namespace(save_dir=root, name="", default_hp_metric=False))
     if subcommand in ("test", "predict"):
         require_checkpoint(config, subcommand, root)
-    if config.get("ckpt_path") != "last":
-        return
-    logger = trainer.logger
+    if config.get("ckpt_path") == "last":
+        config.ckpt_path = str(find_last_checkpoint(config, subcommand, root))
+    if subcommand != "fit":
+        place_evaluation(config, subcommand, root)
+
+
+def _logger_root(config: Namespace) -> Optional[tuple[Namespace, Path]]:
+    """The logger's init_args and the folder holding its ``version_N`` runs, for loggers with that layout."""
+    logger = config.trainer.logger
     init_args = getattr(logger, "init_args", None) if isinstance(logger, Namespace) else None
-    if config.checkpoint.dirpath:
-        where = Path(config.checkpoint.dirpath)
-        found = where / "last.ckpt"
-        found = found if found.is_file() else None
-    elif logger is False:
-        where = Path(root) / "checkpoints"
-        found = where / "last.ckpt"
-        found = found if found.is_file() else None
-    elif init_args is not None and init_args.get("save_dir") is not None:
-        where = Path(init_args.save_dir) / (init_args.get("name") or "")
-        versions = sorted((int(m.group(1)), p) for p in where.glob("version_*/checkpoints/last.ckpt")
-                          if (m := re.fullmatch(r"version_(\d+)", p.parent.parent.name)))
+    if init_args is None or init_args.get("save_dir") is None:
+        return None
+    return init_args, Path(init_args.save_dir) / (init_args.get("name") or "")
+
+
+def _version(folder: Path) -> Optional[int]:
+    match = re.fullmatch(r"version_(\d+)", folder.name)
+    return int(match.group(1)) if match else None
+
+
+def find_last_checkpoint(config: Namespace, subcommand: str, root: str) -> Path:
+    logger = _logger_root(config)
+    if config.checkpoint.dirpath or config.trainer.logger is False:
+        where = Path(config.checkpoint.dirpath or Path(root) / "checkpoints")
+        found = where / "last.ckpt" if (where / "last.ckpt").is_file() else None
+    elif logger is not None:
+        init_args, where = logger
+        versions = sorted((_version(p.parent.parent), p) for p in where.glob("version_*/checkpoints/last.ckpt")
+                          if _version(p.parent.parent) is not None)
         found = versions[-1][1] if versions else None
         if found is not None and subcommand == "fit":
             init_args.version = versions[-1][0]  # keep logging (and checkpointing) into the resumed run's folder
@@ -157,7 +188,24 @@ def settle_run_paths(config: Namespace, subcommand: str) -> None:
         action = "resume" if subcommand == "fit" else subcommand
         raise ConfigValueError(f"--ckpt_path last: no last.ckpt under {where} to {action} (trainer.default_root_dir "
                                f"is {root}); give a checkpoint path, or leave out --ckpt_path to start a new run")
-    config.ckpt_path = str(found)
+    return found
+
+
+def place_evaluation(config: Namespace, subcommand: str, root: str) -> None:
+    ckpt_path = config.get("ckpt_path")
+    run_dir = Path(ckpt_path).parent.parent if ckpt_path and Path(ckpt_path).parent.name == "checkpoints" else None
+    if subcommand == "predict":
+        config.trainer.logger = False  # predict logs nothing
+        if config.predictions.path is None:
+            config.predictions.path = str((run_dir or Path(root)) / "predictions.jsonl")
+        return
+    logger = _logger_root(config)
+    if (run_dir is None or logger is None or _version(run_dir) is None
+            or config.trainer.logger.class_path != DEFAULT_LOGGER):
+        return
+    init_args, logger_root = logger
+    if init_args.get("version") is None and run_dir.parent.resolve() == logger_root.resolve():
+        init_args.version, init_args.sub_dir = _version(run_dir), subcommand
 
 
 def require_checkpoint(config: Namespace, subcommand: str, root: str) -> None:
@@ -191,7 +239,24 @@ SUMMARIES = {
 }
 
 
+def quiet_known_noise() -> None:
+    """Targeted filters for messages that tell a user nothing they can act on (each matched by its text)."""
+    for message in (r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's pytree use, torch >= 2.10
+                    r".*is_gradient_checkpointing",  # transformers' deprecation, raised inside peft/Lightning
+                    r"The dirpath has changed from"):  # a checkpoint resumed from another folder: expected here
+        warnings.filterwarnings("ignore", message=message)
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in tips.filters):
+        tips.addFilter(_DropTips())
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()  # Lightning's advertisement for its cloud logger
+
+
 def cli_main(args=None, run: bool = True) -> ShalaCLI:
+    quiet_known_noise()
     parser_kwargs = {"formatter_class": _HelpFormatter, "prog": "python -m shala_pl"}
     if run:
         parser_kwargs.update({

@@ -233,3 +233,19 @@ def test_top_level_help_lists_subcommands_and_configs(capsys):
     for config in RUN_CONFIGS + METHOD_CONFIGS + STRATEGY_CONFIGS:
         assert str(config.relative_to(REPO)) in out
     assert main([]) == 2 and "subcommands:" in capsys.readouterr().err
+
+
+# -- console -----------------------------------------------------------------------------------------------------------
+def test_console_shows_steps_reward_and_jsd_without_known_noise(tiny_model_dir, tmp_path, capsys, caplog, recwarn):
+    args = small_quickstart_run(tiny_model_dir, tmp_path, 4, "--trainer.enable_progress_bar", "true",
+                                "--trainer.log_every_n_steps", "1", "--trainer.val_check_interval", "2",
+                                "--trainer.limit_val_batches", "1", "--trainer.logger", "true")
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    err = (captured.out + captured.err).replace("\r", "\n")  # Lightning's bars write to stdout
+    bars = [line.strip() for line in err.splitlines() if line.strip().startswith("step:")]
+    assert bars and "4/4" in bars[-1] and "reward=" in bars[-1] and "val_jsd=" in bars[-1]
+    assert "v_num" not in err and "Epoch" not in err
+    assert "litlogger" not in caplog.text + err
+    noise = ("LeafSpec", "is_gradient_checkpointing", "dirpath has changed")
+    assert not [str(w.message) for w in recwarn if any(n in str(w.message) for n in noise)]

@@ -128,6 +128,15 @@ def test_ckpt_path_last_continues_the_run_in_its_own_folder(tiny_model_dir, tmp_
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
     assert set(run.glob("events.out.tfevents.*")) > first_events  # the resumed run logs into the same folder
 
+    # test and predict of that run's checkpoint write into its folder, not into new version_N folders
+    for subcommand in ("test", "predict"):
+        evaluate = args(4, "--ckpt_path", "last")
+        evaluate[0] = subcommand
+        assert main(evaluate) == 0
+    assert list((run / "test").glob("events.out.tfevents.*")) and (run / "test" / "config.yaml").is_file()
+    assert len((run / "predictions.jsonl").read_text().splitlines()) == 6  # the test split of 64 examples
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["version_0"]
+
 
 @pytest.mark.parametrize("logger", ["true", "false"])
 def test_ckpt_path_last_without_a_checkpoint_fails(tiny_model_dir, tmp_path, capsys, logger):
