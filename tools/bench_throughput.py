@@ -368,7 +368,7 @@ def run_shala(settings: dict, clock: StepClock, profiler, mode: str) -> dict:
         loss=LossSettings(beta=settings["beta"], aggregation="dr_grpo", clip_eps_low=settings["clip_eps_low"],
                           clip_eps_high=settings["clip_eps_high"]),
         num_iterations=1, micro_batches=1, gradient_clip_val=settings["max_grad_norm"],
-        optimizer=lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
+        optimizer=lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=wd, fused=True),
     )
     trainer = Trainer(
         max_steps=settings["warmup"] + settings["steps"], accelerator="cpu", devices=1, precision="32-true",

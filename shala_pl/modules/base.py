@@ -54,7 +54,7 @@ class ReadoutResult:
 
 
 def _default_optimizer(params):
-    return torch.optim.AdamW(params, lr=1e-4)
+    return torch.optim.AdamW(params, lr=1e-4, fused=True)
 
 
 class VoteModule(LightningModule):
