@@ -38,6 +38,8 @@ class ShalaCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         # What the data decides is stated once, in the data section, and linked into the model.
         parser.link_arguments("model.init_args.name_or_path", "data.tokenizer_path")
+        parser.link_arguments("model.init_args.trust_remote_code", "data.tokenizer_trust_remote_code")
+        parser.link_arguments("model.init_args.from_hub", "data.tokenizer_from_hub")
         parser.link_arguments("data.label_names", "model.init_args.label_names", apply_on="instantiate")
         parser.link_arguments("data.verbalizers", "model.init_args.verbalizers", apply_on="instantiate")
         parser.link_arguments("data.has_multilabel", "model.init_args.multilabel", apply_on="instantiate")

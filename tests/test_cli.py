@@ -249,3 +249,13 @@ def test_console_shows_steps_reward_and_jsd_without_known_noise(tiny_model_dir, 
     assert "litlogger" not in caplog.text + err
     noise = ("LeafSpec", "is_gradient_checkpointing", "dirpath has changed")
     assert not [str(w.message) for w in recwarn if any(n in str(w.message) for n in noise)]
+
+
+def test_data_module_loads_the_tokenizer_with_the_model_settings(tiny_model_dir):
+    """One loader for the tokenizer: the DataModule gets model.trust_remote_code / from_hub through the CLI's links
+    and loads with shala_pl.models.loading.load_tokenizer (left padding, a pad token), as the model does."""
+    cli = cli_main(tiny_args(tiny_model_dir, "--model.init_args.trust_remote_code", "true"), run=False)
+    data = cli.datamodule
+    assert (data.tokenizer_trust_remote_code, data.tokenizer_from_hub) == (True, False)
+    assert data.tokenizer.padding_side == "left" and data.tokenizer.pad_token is not None
+    assert data.tokenizer.get_vocab() == cli.model.tokenizer.get_vocab()

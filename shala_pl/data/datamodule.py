@@ -75,6 +75,8 @@ class VoteDataModule(LightningDataModule):
         test_options: Optional[dict] = None,
         val_from_test: float = 0.0,
         tokenizer_path: str = "",
+        tokenizer_trust_remote_code: bool = False,
+        tokenizer_from_hub: bool = False,
         prompt: PromptSettings = PromptSettings(),
         max_prompt_length: int = 512,
         batch_size: int = 8,
@@ -96,6 +98,8 @@ class VoteDataModule(LightningDataModule):
             raise ConfigValueError("data.val_from_test takes the validation set from the test file: leave out "
                                    f"data.val_path (got {val_path!r})")
         self.tokenizer_path, self.prompt = tokenizer_path, prompt
+        # linked by the CLI from model.trust_remote_code / model.from_hub, like tokenizer_path from model.name_or_path
+        self.tokenizer_trust_remote_code, self.tokenizer_from_hub = tokenizer_trust_remote_code, tokenizer_from_hub
         self.max_prompt_length, self.batch_size, self.eval_batch_size = max_prompt_length, batch_size, eval_batch_size
         self.on_invalid, self.num_workers, self.cache_dir = on_invalid, num_workers, cache_dir
         self.predict_split = predict_split
@@ -140,15 +144,14 @@ class VoteDataModule(LightningDataModule):
 
     @property
     def tokenizer(self):
+        """The model's tokenizer, loaded the one way the model loads it (left padding, a pad token)."""
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
+            from shala_pl.models.loading import load_tokenizer
 
             if not self.tokenizer_path:
-                raise ValueError("data.tokenizer_path is empty: set model.name_or_path (the CLI links it here)")
-            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path)
-            self._tokenizer.padding_side = "left"
-            if self._tokenizer.pad_token is None:
-                self._tokenizer.pad_token = self._tokenizer.eos_token
+                raise ConfigValueError("data.tokenizer_path is empty: set model.name_or_path (the CLI links it here)")
+            self._tokenizer = load_tokenizer(self.tokenizer_path, self.tokenizer_trust_remote_code,
+                                             self.tokenizer_from_hub)
         return self._tokenizer
 
     # -- reading and splitting -------------------------------------------------------------------------------------
