@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import random
@@ -229,12 +231,15 @@ class VoteDataModule(LightningDataModule):
             ids = tokenizer(batch["prompt"], add_special_tokens=False)["input_ids"]
             return {"prompt_ids": [x[-limit:] for x in ids], "truncated": [len(x) > limit for x in ids]}
 
+        # Our own key for the tokenised rows (datasets' public new_fingerprint): the rendered prompts, the tokenizer's
+        # folder and the length limit decide the result; datasets would otherwise hash the closure.
+        key = hashlib.sha256(json.dumps([rows, str(Path(self.tokenizer_path).resolve()), limit]).encode()).hexdigest()
         cache_file = None
         if self.cache_dir:
             Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
-            key = f"{dataset._fingerprint}-{Path(self.tokenizer_path).name}-{limit}"
-            cache_file = str(Path(self.cache_dir) / f"{self.source}-{split}-{key}.arrow")
-        dataset = dataset.map(tokenize, batched=True, cache_file_name=cache_file, desc=f"tokenising {split}")
+            cache_file = str(Path(self.cache_dir) / f"{self.source}-{split}-{key[:16]}.arrow")
+        dataset = dataset.map(tokenize, batched=True, cache_file_name=cache_file, new_fingerprint=key[:32],
+                              desc=f"tokenising {split}")
         n_truncated = sum(dataset["truncated"])
         if n_truncated:
             log.warning("%s/%s: %d prompts longer than %d tokens were truncated from the left",

@@ -106,3 +106,17 @@ def test_predict_split_all_of_separate_files_holds_each_uid_once(tiny_model_dir)
                           test_options={"splits": ["Development"]}, tokenizer_path=str(tiny_model_dir))
     uids = [ex.uid for ex in data.examples("all")]
     assert len(uids) == len(set(uids)) == len({ex.uid for s in ("train", "val") for ex in data.examples(s)})
+
+
+def test_tokenised_splits_are_cached_by_content(tiny_model_dir, tmp_path):
+    first = snli(tiny_model_dir, cache_dir=str(tmp_path))
+    first.setup("validate")
+    files = sorted(p.name for p in tmp_path.glob("*.arrow"))
+    assert len(files) == 1 and files[0].startswith("snli-val-")
+    again = snli(tiny_model_dir, cache_dir=str(tmp_path))
+    again.setup("validate")
+    assert sorted(p.name for p in tmp_path.glob("*.arrow")) == files  # same rows, tokenizer, limit: same file
+    assert again._dataset("val")["prompt_ids"] == first._dataset("val")["prompt_ids"]
+    shorter = snli(tiny_model_dir, cache_dir=str(tmp_path), max_prompt_length=16)
+    shorter.setup("validate")
+    assert len(list(tmp_path.glob("*.arrow"))) == 2 and shorter.n_truncated["val"] > 0
