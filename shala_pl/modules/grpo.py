@@ -10,7 +10,7 @@ import copy
 import math
 import time
 from contextlib import contextmanager, nullcontext
-from typing import Optional, get_args
+from typing import Literal, Optional, get_args
 
 import torch
 from lightning.pytorch.strategies import DeepSpeedStrategy
@@ -21,9 +21,15 @@ from shala_pl.models.scoring import label_log_probs, shared_prompt_completion_lo
 from shala_pl.modules.base import VoteModule
 from shala_pl.rl import checks
 from shala_pl.rl.advantages import AdvantageScaling, group_advantages
-from shala_pl.rl.losses import LossOutput, LossSettings, grpo_loss
+from shala_pl.rl.losses import LossOutput, LossSettings, exact_label_loss, grpo_loss
 from shala_pl.metrics.distribution import jensen_shannon_distance
-from shala_pl.rl.rewards import REWARD_NAMES, answer_histogram, compute_rewards
+from shala_pl.rl.rewards import (
+    REWARD_NAMES,
+    answer_histogram,
+    compute_rewards,
+    exact_label_advantages,
+    leave_one_out_histogram,
+)
 from shala_pl.rl.rollout import (
     Rollout,
     RolloutSettings,
@@ -45,6 +51,11 @@ class NonFiniteTrainingError(RuntimeError):
     pass
 
 
+# sampled: G labels per prompt, group-relative advantages (GRPO); exact: label mode's expectation over all K
+# labels in closed form (``shala_exact``; the log-score reward only)
+Objective = Literal["sampled", "exact"]
+
+
 class GRPOModule(VoteModule):
     def __init__(
         self,
@@ -60,6 +71,7 @@ class GRPOModule(VoteModule):
         max_consecutive_nonfinite: int = 3,
         sample_table_every_n_steps: int = 100,
         disable_dropout: bool = True,  # dropout off in the policy, so the ratio is exactly 1 at the first iteration
+        objective: Objective = "sampled",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -72,6 +84,7 @@ class GRPOModule(VoteModule):
         self.gradient_clip_val, self.max_consecutive_nonfinite = gradient_clip_val, max_consecutive_nonfinite
         self.sample_table_every_n_steps = sample_table_every_n_steps
         self.disable_dropout = disable_dropout
+        self.objective = objective
         self._check_options()
         self.reference = None
         self.policy_gap: Optional[PolicyGapTracker] = None
@@ -95,6 +108,18 @@ class GRPOModule(VoteModule):
             checks.positive("gradient_clip_val", self.gradient_clip_val)
         checks.positive_int("max_consecutive_nonfinite", self.max_consecutive_nonfinite)
         checks.non_negative_int("sample_table_every_n_steps", self.sample_table_every_n_steps)
+        self._check_objective()
+
+    def _check_objective(self) -> None:
+        checks.one_of("objective", self.objective, get_args(Objective))
+        if self.objective != "exact":
+            return
+        checks.require(self.rollout_settings.mode == "label", "objective", "'sampled' unless rollout.mode is "
+                       "label (the exact objective needs the policy's label distribution)", self.objective)
+        checks.require(set(self.reward_weights) == {"log_score"}, "objective", "'sampled' unless rewards is "
+                       "log_score alone (the closed form is the log score's)", self.objective)
+        checks.require(self.advantage_scaling == "none", "objective", "'sampled' unless advantage_scaling is "
+                       "none (there is no group to take a std over)", self.objective)
 
     # -- set-up ------------------------------------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -161,11 +186,15 @@ class GRPOModule(VoteModule):
         rollout_s = time.perf_counter() - start
 
         rewards, components = compute_rewards(  # [B, G], scored against p, not the majority label
-            self.reward_weights, rollout.choices, batch["human"], batch["majority"], rollout.policy_probs,
+            self.reward_weights, rollout.choices, batch["human"], batch["majority"], self.reward_policy_probs(rollout),
             self.invalid_reward,
         )
         batch_std = self._global_std(rewards) if self.advantage_scaling == "batch" else None
-        advantages = group_advantages(rewards, self.advantage_scaling, batch_std)  # [B, G]
+        if self.objective == "exact":  # every label's advantage in closed form; the samples are only logged
+            advantages = self.reward_weights["log_score"] * exact_label_advantages(batch["human"],
+                                                                                   rollout.policy_probs)  # [B, K]
+        else:
+            advantages = group_advantages(rewards, self.advantage_scaling, batch_std)  # [B, G]
         weights = self.ambiguity_weights(batch, rollout)  # [B], mean 1 over the global batch
 
         update_start = time.perf_counter()
@@ -204,8 +233,9 @@ class GRPOModule(VoteModule):
             choices = choices.view(-1, group)
             rollout = Rollout(
                 choices=choices,
-                # The answer histogram (add-one smoothed) stands in for pi(k|x), which free text does not expose.
-                policy_probs=answer_histogram(choices, len(self.label_names), smoothing=1.0),
+                # the group's answer histogram (one pseudo-answer spread over the labels) stands in for pi(k|x),
+                # which free text does not expose; rewards use each answer's leave-one-out version
+                policy_probs=answer_histogram(choices, len(self.label_names), smoothing=1.0 / len(self.label_names)),
                 prompt_ids=batch["prompt_ids"],
                 prompt_mask=batch["prompt_mask"],
                 completion_ids=completion_ids,
@@ -226,12 +256,21 @@ class GRPOModule(VoteModule):
         if self.rollout_settings.mode == "label":
             logp = label_log_probs(model, rollout.prompt_ids[prompts], rollout.prompt_mask[prompts],
                                    self.verbalizer_ids)  # [b, K]
+            if self.objective == "exact":
+                return logp  # [b, K]: the exact objective uses every label's
             return logp.gather(1, rollout.choices[prompts]).reshape(-1, 1)
         rows = self._completion_rows(prompts)
         # each prompt runs once, shared by its G answers
         return shared_prompt_completion_log_probs(model, rollout.prompt_ids[prompts], rollout.prompt_mask[prompts],
                                                   rollout.completion_ids[rows], rollout.completion_mask[rows],
                                                   self.rollout_settings.temperature)
+
+    def reward_policy_probs(self, rollout: Rollout) -> Tensor:
+        """pi as the log score sees it: exact [B, K] in label mode, each answer's leave-one-out histogram of its
+        group [B, G, K] in generate mode (see ``leave_one_out_histogram`` for why not the whole group's)."""
+        if self.rollout_settings.mode == "label":
+            return rollout.policy_probs
+        return leave_one_out_histogram(rollout.choices, len(self.label_names))
 
     def reference_log_probs(self, rollout: Rollout) -> Tensor:
         if self.uses_lora:
@@ -343,6 +382,8 @@ class GRPOModule(VoteModule):
     def micro_batch_loss(self, rollout: Rollout, advantages: Tensor, weights: Tensor, prompts: slice,
                          num_tokens: Optional[Tensor] = None) -> LossOutput:
         group = self.rollout_settings.num_generations
+        if self.objective == "exact":
+            return self.exact_micro_batch_loss(rollout, advantages, weights, prompts, num_tokens)
         logp = self.sequence_log_probs(rollout, self.policy, prompts=prompts)  # [n, T]
         rows = self._completion_rows(prompts)
         old_logp = rollout.old_logp[rows] if rollout.old_logp is not None else logp.detach()
@@ -357,6 +398,16 @@ class GRPOModule(VoteModule):
             weights[prompts].repeat_interleave(group),  # [n]
             mask, self.loss_settings, max_length, num_tokens,
         )
+
+    def exact_micro_batch_loss(self, rollout: Rollout, advantages: Tensor, weights: Tensor, prompts: slice,
+                               num_tokens: Optional[Tensor] = None) -> LossOutput:
+        logp = self.sequence_log_probs(rollout, self.policy, prompts=prompts)  # [b, K]
+        old_logp = rollout.old_logp[prompts] if rollout.old_logp is not None else logp.detach()
+        ref_logp = rollout.ref_logp[prompts] if rollout.ref_logp is not None else None
+        # dapo: num_tokens counts G answers per prompt of the whole batch; the exact loss averages over its prompts
+        num_prompts = num_tokens / self.rollout_settings.num_generations if num_tokens is not None else None
+        return exact_label_loss(logp, old_logp, ref_logp, advantages[prompts], weights[prompts], self.loss_settings,
+                                num_prompts)
 
     def _no_backward_sync(self):
         """Context for a non-final micro-batch's backward: no gradient all-reduce under DDP (``DDP.no_sync`` via

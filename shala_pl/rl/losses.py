@@ -116,3 +116,41 @@ def grpo_loss(
     return LossOutput(loss=loss, policy_loss=policy_loss.detach(), kl=kl.detach(), clip_ratio=token_share(is_clipped),
                       clip_ratio_low=token_share(is_clipped & negative),
                       clip_ratio_high=token_share(is_clipped & ~negative))
+
+
+def exact_label_loss(
+    logp: Tensor,  # [B, K] current policy's label log-probs (normalised over the K labels)
+    old_logp: Tensor,  # [B, K] the policy's at rollout time
+    ref_logp: Tensor | None,  # [B, K] the reference's, None when beta == 0
+    advantages: Tensor,  # [B, K] every label's advantage (``exact_label_advantages``)
+    sample_weights: Tensor,  # [B] ambiguity weight of each prompt
+    settings: LossSettings,
+    num_prompts: Tensor | None = None,  # prompts in the whole optimizer batch (all ranks); None: these B
+) -> LossOutput:
+    """The clipped surrogate's expectation over k ~ pi_old in closed form, instead of its mean over G samples.
+
+    Per prompt: -sum_k pi_old_k min(rho_k A_k, clip(rho_k) A_k), rho_k = pi_k / pi_old_k; at the first iteration
+    (rho = 1) its gradient is -sum_k A_k grad pi_k, which the sampled estimator's gradient equals in expectation
+    up to its group-mean factor (G-1)/G. The KL to the reference is exact too: sum_k pi_k (log pi_k - log ref_k).
+    """
+    num_labels = logp.shape[1]
+    per_label, is_clipped = clipped_surrogate(logp.reshape(-1, 1), old_logp.reshape(-1, 1), advantages.reshape(-1),
+                                              settings.clip_eps_low, settings.clip_eps_high)
+    old_probs = old_logp.exp().detach()  # [B, K]
+    per_prompt = (old_probs * per_label.view(-1, num_labels)).sum(-1)  # [B]
+    denominator = num_prompts.to(logp.dtype).clamp(min=1.0) if num_prompts is not None else logp.new_tensor(
+        float(logp.shape[0]))
+    policy_loss = (per_prompt * sample_weights).sum() / denominator
+    if settings.beta > 0:
+        if ref_logp is None:
+            raise ValueError("beta > 0 needs reference log-probabilities")
+        kl = (logp.exp() * (logp - ref_logp)).sum(-1).sum() / denominator  # exact KL(pi || ref) over the K labels
+        loss = policy_loss + settings.beta * kl
+    else:
+        kl = policy_loss.new_zeros(())
+        loss = policy_loss
+    clipped = is_clipped.view(-1, num_labels).to(old_probs.dtype)  # [B, K]
+    negative = (advantages < 0).to(old_probs.dtype)
+    share = lambda flags: ((old_probs * flags).sum() / old_probs.sum().clamp(min=1e-12)).detach()  # noqa: E731
+    return LossOutput(loss=loss, policy_loss=policy_loss.detach(), kl=kl.detach(), clip_ratio=share(clipped),
+                      clip_ratio_low=share(clipped * negative), clip_ratio_high=share(clipped * (1 - negative)))

@@ -1,5 +1,6 @@
 """Rewards against the human distribution, and which optimum each one has."""
 
+import itertools
 import math
 
 import pytest
@@ -10,6 +11,7 @@ from shala_pl.rl.rewards import (
     answer_histogram,
     compute_rewards,
     group_jsd_reward,
+    leave_one_out_histogram,
     log_score_reward,
     majority_reward,
     vote_share_reward,
@@ -87,3 +89,56 @@ def test_group_jsd_is_zero_without_a_rest_of_the_group():
     # two valid answers: leave-one-out is defined again, and the mode is worth more than the minority label
     two = group_jsd_reward(torch.tensor([[0, 1, -1]]), human[:1])
     assert two[0, 0] > two[0, 1] and two[0, 2] == 0.0
+
+
+def test_leave_one_out_histogram_by_hand():
+    """Each answer sees the other answers of its group plus 1/K pseudo-count per label (K=3: 1/3 each)."""
+    loo = leave_one_out_histogram(torch.tensor([[0, 0, 1, 2], [0, -1, 0, 0]]), 3)  # [B, G, K]
+    third = 1 / 3
+    # answer 0 (label 0): others 0, 1, 2 -> counts (1, 1, 1) + 1/3, over 3 + 1
+    assert torch.allclose(loo[0, 0], torch.tensor([4 * third / 4] * 3))
+    # answer 2 (label 1): others 0, 0, 2 -> (2 + 1/3, 1/3, 1 + 1/3) / 4
+    assert torch.allclose(loo[0, 2], torch.tensor([7 / 12, 1 / 12, 4 / 12]))
+    # an invalid answer is not in anyone's histogram; its own row is all three valid answers
+    assert torch.allclose(loo[1, 0], torch.tensor([(2 + third) / 3, third / 3, third / 3]))
+    assert torch.allclose(loo[1, 1], torch.tensor([(3 + third) / 4, third / 4, third / 4]))
+
+
+def test_leave_one_out_estimate_does_not_depend_on_the_scored_answer():
+    """What answer g said never changes the estimate its own reward uses."""
+    base = torch.tensor([[0, 1, 1, 2, 0, 0, 1, 2]])
+    for label in range(3):
+        changed = base.clone()
+        changed[0, 3] = label
+        assert torch.equal(leave_one_out_histogram(changed, 3)[0, 3], leave_one_out_histogram(base, 3)[0, 3])
+
+
+def test_log_score_takes_one_pi_estimate_per_answer():
+    per_answer = torch.tensor([[[0.5, 0.25, 0.25], [0.2, 0.2, 0.6]]])  # [B, G, K]
+    r = log_score_reward(torch.tensor([[0, 2]]), HUMAN, per_answer, eps=0.0)
+    assert r[0].tolist() == [pytest.approx(math.log(0.6 / 0.5)), pytest.approx(math.log(0.1 / 0.6))]
+
+
+def _expected_logit_gradient(p: torch.Tensor, group: int, estimator) -> torch.Tensor:
+    """E over all K^G outcomes of the sampled log-score ascent direction w.r.t. the logits, at pi = p."""
+    num_labels = p.shape[0]
+    outcomes = torch.tensor(list(itertools.product(range(num_labels), repeat=group)))  # [O, G]
+    probability = p[outcomes].prod(-1)  # [O]
+    human = p.expand(len(outcomes), num_labels)
+    rewards, _ = compute_rewards({"log_score": 1.0}, outcomes, human, human.argmax(-1),
+                                 estimator(outcomes, num_labels))
+    advantages = rewards - rewards.mean(1, keepdim=True)  # [O, G]
+    score = torch.nn.functional.one_hot(outcomes, num_labels).double() - p  # [O, G, K]: d log pi_k / d z
+    return (probability[:, None] * (advantages.unsqueeze(-1) * score).mean(1)).sum(0)
+
+
+def test_generate_mode_estimator_keeps_p_nearly_stationary_where_add_one_drifts_to_the_mode():
+    """At pi = p the true gradient is 0. G=8, K=3, exact expectation over the 3^8 outcomes: the add-one
+    histogram that counts the answer itself pushes mass off the 0.1 label (and onto the mode); the
+    leave-one-out estimate's expected gradient is several times smaller and barely touches the minority label."""
+    p = torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64)
+    add_one = _expected_logit_gradient(p, 8, lambda c, k: answer_histogram(c, k, smoothing=1.0).double())
+    loo = _expected_logit_gradient(p, 8, lambda c, k: leave_one_out_histogram(c, k).double())
+    assert add_one[0] > 0.09 and add_one[2] < -0.07  # the biased estimator's drift toward the mode
+    assert loo.norm() < 0.2 * add_one.norm()
+    assert abs(loo[2]) < 0.2 * abs(add_one[2])
