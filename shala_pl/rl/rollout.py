@@ -188,7 +188,19 @@ def _next_tokens(logits: Tensor, temperature: float, top_p: float, do_sample: bo
         drop_sorted = ascending.softmax(dim=-1).cumsum(dim=-1) <= 1.0 - top_p
         drop_sorted[:, -1] = False
         logits = logits.masked_fill(drop_sorted.scatter(1, order, drop_sorted), -float("inf"))
-    return torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(1)
+    return sample_categorical(logits.softmax(dim=-1))
+
+
+def sample_categorical(probs: Tensor) -> Tensor:
+    """One index per row of ``probs`` [N, V], drawn with probability ``probs[n, v]``, by inverting the CDF.
+
+    What ``torch.multinomial(probs, 1)`` draws, in a fraction of its time on a CPU with a 49k vocabulary (one cumsum
+    and one binary search per row). Each token's interval in the float32 CDF is its probability to within one
+    rounding of the running sum (< 1e-7); tokens of probability 0 are never drawn.
+    """
+    cdf = probs.float().cumsum(dim=-1)  # [N, V]
+    u = torch.rand(probs.shape[0], 1, device=probs.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=probs.shape[-1] - 1)
 
 
 def parse_answers(tokenizer, parser: AnswerParser, completion_ids: Tensor, completion_mask: Tensor) -> tuple[Tensor, list[str]]:

@@ -130,3 +130,14 @@ def test_top_p_keeps_only_the_nucleus():
     share = (drawn == 1).float().mean().item()
     assert abs(share - 0.5 / 0.8) < 0.03  # renormalised within the nucleus
     assert (_next_tokens(logits[:2], 1.0, 1.0, do_sample=False) == 1).all()
+
+
+def test_inverse_cdf_sampling_draws_each_token_at_its_probability():
+    from shala_pl.rl.rollout import sample_categorical
+
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.2, 0.3], [1.0, 0.0, 0.0, 0.0, 0.0]])
+    torch.manual_seed(0)
+    drawn = torch.stack([sample_categorical(probs) for _ in range(20000)])  # [draws, 2]
+    shares = torch.bincount(drawn[:, 0], minlength=5).float() / len(drawn)
+    torch.testing.assert_close(shares, probs[0], atol=0.012, rtol=0)  # ~3.5 standard errors at 20000 draws
+    assert shares[0] == 0 and shares[2] == 0 and (drawn[:, 1] == 0).all()  # probability 0: never drawn
