@@ -258,6 +258,7 @@ class StepProgressBar(TQDMProgressBar):
         bar = self.train_progress_bar
         bar.reset(total=trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None)
         bar.set_description("step")
+        bar.initial = trainer.global_step  # a resumed run: its rate counts only the steps it takes
         _update_n(bar, trainer.global_step)
         bar.set_postfix(self.get_metrics(trainer, pl_module))
 

@@ -245,7 +245,8 @@ def quiet_known_noise() -> None:
     """Targeted filters for messages that tell a user nothing they can act on (each matched by its text)."""
     for message in (r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's pytree use, torch >= 2.10
                     r".*is_gradient_checkpointing",  # transformers' deprecation, raised inside peft/Lightning
-                    r"The dirpath has changed from"):  # a checkpoint resumed from another folder: expected here
+                    r"The dirpath has changed from",  # a checkpoint resumed from another folder: expected here
+                    r"Checkpoint directory .* exists and is not empty"):  # a resumed run continues its own folder
         warnings.filterwarnings("ignore", message=message)
     tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropTips) for f in tips.filters):

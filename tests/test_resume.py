@@ -105,7 +105,7 @@ class RecordStartStep(Callback):
         self.step = trainer.global_step
 
 
-def test_ckpt_path_last_continues_the_run_in_its_own_folder(tiny_model_dir, tmp_path, capsys):
+def test_ckpt_path_last_continues_the_run_in_its_own_folder(tiny_model_dir, tmp_path, capsys, recwarn):
     """``default_root_dir`` decides where everything goes (logger default included), the end-of-run message says
     so, and the same command line with ``--ckpt_path last`` continues that run in the same folder."""
     def args(steps, *extra):
@@ -122,6 +122,7 @@ def test_ckpt_path_last_continues_the_run_in_its_own_folder(tiny_model_dir, tmp_
     assert f"checkpoints:      {run / 'checkpoints'}" in printed and f"exported model:   {run / 'hf_model'}" in printed
 
     resumed = cli_main(args(4, "--ckpt_path", "last", "--trainer.callbacks+=test_resume.RecordStartStep"))
+    assert not [w for w in recwarn if "exists and is not empty" in str(w.message)]  # expected: said nothing
     start = next(c for c in resumed.trainer.callbacks if isinstance(c, RecordStartStep))
     assert start.step == 2 and resumed.trainer.global_step == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["version_0"]  # no second run folder
