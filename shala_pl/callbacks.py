@@ -81,7 +81,9 @@ def capture_rng_state() -> dict[str, torch.Tensor]:
 
 
 def restore_rng_state(state: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(state["torch"].cpu().to(torch.uint8))
+    # clone(): a rank's row of the gathered states is a view at a storage offset, and torch (2.13, CPU) segfaults
+    # in set_rng_state on such a view (torch.set_rng_state(torch.stack([s, s])[1]))
+    torch.set_rng_state(state["torch"].cpu().to(torch.uint8).clone())
     pos, has_gauss = (int(x) for x in state["numpy_pos"].tolist())
     np.random.set_state(("MT19937", state["numpy_keys"].cpu().numpy().astype(np.uint32), pos, has_gauss,
                          float(state["numpy_gauss"])))
@@ -89,7 +91,7 @@ def restore_rng_state(state: dict[str, torch.Tensor]) -> None:
     random.setstate((3, tuple(int(x) for x in state["python"].tolist()),
                      None if math.isnan(python_gauss) else python_gauss))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"].cpu().to(torch.uint8))
+        torch.cuda.set_rng_state(state["cuda"].cpu().to(torch.uint8).clone())
 
 
 def seed_process(seed: int) -> None:

@@ -68,8 +68,8 @@ class ShalaCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        if subcommand:
-            settle_run_paths(self.config[subcommand], subcommand)
+        # run=False (a CLI built from Python to call the trainer yourself) follows the same rule as fit
+        settle_run_paths(self.config[subcommand] if subcommand else self.config, subcommand or "fit")
         if subcommand == "predict":
             self.save_config_callback = None  # predict has no run folder of its own to describe
 
@@ -98,15 +98,17 @@ class ShalaCLI(LightningCLI):
         self._export_path = self._export_dir()  # on every rank: trainer.log_dir is a collective under DDP
         if requires_lockstep(self.trainer.strategy):
             # rank 0 holds only its shard of the parameters: an export from it would be silently wrong
-            rank_zero_warn("hf_model export skipped under a sharded strategy (FSDP / DeepSpeed): export from the "
-                           "full checkpoint instead (see docs/distributed.md)")
+            rank_zero_warn("hf_model export skipped under a sharded strategy (FSDP / FSDP2 / DeepSpeed): export "
+                           "from the full checkpoint instead (FSDP2's checkpoint folder: consolidate it first; see "
+                           "docs/distributed.md)")
+            self._export_path = None
         elif self.trainer.is_global_zero:
             self.model.save_pretrained(self._export_path)
         if self.trainer.is_global_zero:
             print(self._summary(self.before_metrics, after))
 
     def _export_dir(self):
-        if getattr(self, "_export_path", None) is not None:
+        if hasattr(self, "_export_path"):  # set at the end of fit; None when the export was skipped
             return self._export_path
         return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "hf_model"
 
@@ -132,7 +134,7 @@ class ShalaCLI(LightningCLI):
             "",
             *self._logs_line(),
             f"checkpoints:      {checkpoint.dirpath if checkpoint else '-'}",
-            f"exported model:   {self._export_dir()}",
+            f"exported model:   {self._export_dir() or '- (skipped under a sharded strategy)'}",
         ]
         return "\n".join(lines)
 
@@ -176,11 +178,11 @@ def find_last_checkpoint(config: Namespace, subcommand: str, root: str) -> Path:
     logger = _logger_root(config)
     if config.checkpoint.dirpath or config.trainer.logger is False:
         where = Path(config.checkpoint.dirpath or Path(root) / "checkpoints")
-        found = where / "last.ckpt" if (where / "last.ckpt").is_file() else None
+        found = where / "last.ckpt" if _is_checkpoint(where / "last.ckpt") else None
     elif logger is not None:
         init_args, where = logger
         versions = sorted((_version(p.parent.parent), p) for p in where.glob("version_*/checkpoints/last.ckpt")
-                          if _version(p.parent.parent) is not None)
+                          if _version(p.parent.parent) is not None and _is_checkpoint(p))
         found = versions[-1][1] if versions else None
         if found is not None and subcommand == "fit":
             init_args.version = versions[-1][0]  # keep logging (and checkpointing) into the resumed run's folder
@@ -191,6 +193,11 @@ def find_last_checkpoint(config: Namespace, subcommand: str, root: str) -> Path:
         raise ConfigValueError(f"--ckpt_path last: no last.ckpt under {where} to {action} (trainer.default_root_dir "
                                f"is {root}); give a checkpoint path, or leave out --ckpt_path to start a new run")
     return found
+
+
+def _is_checkpoint(path: Path) -> bool:
+    """A checkpoint file, or the folder a sharded strategy writes (ModelParallelStrategy: shards + meta.pt)."""
+    return path.is_file() or (path / "meta.pt").is_file()
 
 
 def place_evaluation(config: Namespace, subcommand: str, root: str) -> None:

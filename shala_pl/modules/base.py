@@ -17,6 +17,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from shala_pl.errors import ConfigValueError
 from shala_pl.metrics import build_eval_metrics, compute_flat
 from shala_pl.models.loading import DType, LoraSettings, load_causal_lm, load_tokenizer
 from shala_pl.models.scoring import label_log_probs
@@ -102,10 +103,31 @@ class VoteModule(LightningModule):
 
     # -- model -----------------------------------------------------------------------------------------------------
     def configure_model(self) -> None:
+        self.load_policy()
+        self.shard_models()
+
+    def load_policy(self) -> None:
         if self.policy is None:
             self.policy = load_causal_lm(self.name_or_path, self.lora_settings, self.trust_remote_code,
                                          **self.model_options)
             self.policy.train()  # from_pretrained returns eval mode; Lightning switches modes around validation
+
+    def shard_models(self) -> None:
+        """Under ``ModelParallelStrategy`` (``configs/strategy/fsdp2.yaml``): FSDP2 over the data-parallel mesh,
+        each decoder layer then the root, for the policy and a frozen ``reference`` copy if the module has one.
+        Idempotent (Lightning calls ``configure_model`` for every validate/fit of the same module)."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        if self._trainer is None or not isinstance(self.trainer.strategy, ModelParallelStrategy):
+            return
+        mesh = self.device_mesh
+        if mesh["tensor_parallel"].size() != 1:
+            raise ConfigValueError(
+                f"trainer.strategy.init_args.tensor_parallel_size={mesh['tensor_parallel'].size()}: this project "
+                "applies FSDP2 only; set tensor_parallel_size to 1 and data_parallel_size to devices x num_nodes")
+        for model in (self.policy, getattr(self, "reference", None)):
+            if model is not None:
+                fully_shard_decoder(model, mesh["data_parallel"])
 
     @property
     def uses_lora(self) -> bool:
@@ -253,6 +275,26 @@ class VoteModule(LightningModule):
         self.policy.save_pretrained(out_dir)
         self.tokenizer.save_pretrained(out_dir)
         return out_dir
+
+
+def fully_shard_decoder(model: torch.nn.Module, mesh) -> None:
+    """FSDP2 (``torch.distributed.fsdp.fully_shard``) on each decoder layer (the classes the model names in
+    ``_no_split_modules``), then on the root, which holds the embeddings, the final norm and a tied LM head (one
+    shared parameter, in the root's group). A peft model is sharded as a whole: its LoRA weights sit inside the
+    layers, trainable next to the frozen base weights (FSDP2 allows both in one group). Does nothing twice."""
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    if isinstance(model, FSDPModule):
+        return
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layer_classes = set(getattr(base, "_no_split_modules", None) or ())
+    layers = [m for m in model.modules() if type(m).__name__ in layer_classes]
+    if not layers:
+        raise ConfigValueError(f"{type(base).__name__} names no decoder-layer class (_no_split_modules) to shard "
+                               "with FSDP2; use the DDP strategy for this model")
+    for layer in layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
 
 
 # Checkpoints of modules built in Python hold these in their hyper-parameters: allow torch.load(weights_only=True).

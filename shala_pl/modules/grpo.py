@@ -123,12 +123,14 @@ class GRPOModule(VoteModule):
 
     # -- set-up ------------------------------------------------------------------------------------------------------
     def configure_model(self) -> None:
-        super().configure_model()
+        self.load_policy()
         if self.disable_dropout:
             _disable_dropout(self.policy)
         if self.loss_settings.beta > 0 and not self.uses_lora and self.reference is None:
             # Full fine-tuning needs a frozen copy; with LoRA the reference is the base model, adapter disabled.
+            # Copied before sharding: under FSDP2 both are then sharded the same way (shard_models).
             self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        self.shard_models()
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
@@ -435,7 +437,9 @@ class GRPOModule(VoteModule):
             return torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm))
         if _is_fsdp_root(wrapped):
             return wrapped.clip_grad_norm_(max_norm)
-        return torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), max_norm, error_if_nonfinite=False)
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), max_norm, error_if_nonfinite=False)
+        # FSDP2 (ModelParallelStrategy): a DTensor whose value is the norm over all shards; the same on every rank
+        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
     def skip_nonfinite_update(self, overflow: bool = False) -> None:
         """Count a skipped update; stop after ``max_consecutive_nonfinite`` in a row. An fp16 gradient overflow
