@@ -3,6 +3,9 @@
     python tools/benchmark_methods.py [--quick | --smoke] [--seeds N] [--steps N] [--json OUT] [--plot OUT.png]
         [--markdown OUT.md] [--datasets synthetic,snli] [--methods a,b] [--variant NAME=METHOD ARGS...] [--jobs N]
 
+    python tools/benchmark_methods.py --profile real --model DIR --source SOURCE --data PATH [--quick | --smoke]
+        [--seeds N] [--json OUT] [--plot OUT.png] [--markdown README.md]   (see tools/benchmark_real.py)
+
 Methods (each one is ``configs/quickstart.yaml`` composed with ``configs/method/<name>.yaml``, exactly as on the
 command line): zero_shot, sft_majority, sft_soft, grpo_majority, grpo_vote_share, shala_unweighted, shala.
 Datasets: ``synthetic`` (the quickstart's task: known true distributions, 20 votes per example) and ``snli`` (the
@@ -104,9 +107,17 @@ def dataset_args(dataset: str, profile: Profile, snli_path: Optional[str]) -> li
 
 def run_args(spec: dict) -> list[str]:
     """The CLI arguments of one run: the run config, the method config, then the benchmark's overrides."""
+    args = ["--config", str(RUN_CONFIG), "--config", str(method_config(spec["base_method"])),
+            *trainer_args(spec)]
+    if spec["base_method"] in SUPERVISED:
+        args.append("--trainer.gradient_clip_val=1.0")  # GRPOModule clips at 1.0 itself (manual optimization)
+    return args + list(spec["extra_args"])
+
+
+def trainer_args(spec: dict) -> list[str]:
+    """Seed, model, steps, a quiet CPU trainer without validation or checkpoints, then the data arguments."""
     work = spec["workdir"]
-    args = [
-        "--config", str(RUN_CONFIG), "--config", str(method_config(spec["base_method"])),
+    return [
         f"--seed_everything={spec['seed']}",
         f"--model.init_args.name_or_path={spec['model_dir']}",
         f"--trainer.max_steps={spec['steps']}",
@@ -121,9 +132,6 @@ def run_args(spec: dict) -> list[str]:
         f"--predictions.path={work}/predictions.jsonl",
         *spec["data_args"],
     ]
-    if spec["base_method"] in SUPERVISED:
-        args.append("--trainer.gradient_clip_val=1.0")  # GRPOModule clips at 1.0 itself (manual optimization)
-    return args + list(spec["extra_args"])
 
 
 def _quiet() -> None:
@@ -147,10 +155,7 @@ def _quiet() -> None:
 def run_one(spec: dict) -> dict:
     """Train (unless zero-shot) and evaluate one method on one dataset with one seed; a dict of numbers."""
     _quiet()
-    import torch
-
     from shala_pl.cli import cli_main
-    from shala_pl.metrics.distribution import entropy, jensen_shannon_distance
 
     Path(spec["workdir"]).mkdir(parents=True, exist_ok=True)
     cli = cli_main(run_args(spec), run=False)
@@ -159,6 +164,18 @@ def run_one(spec: dict) -> dict:
     if spec["base_method"] not in EVAL_ONLY:
         trainer.fit(model, datamodule=data)
     train_s = time.perf_counter() - start
+    return {
+        "dataset": spec["dataset"], "method": spec["method"], "seed": spec["seed"], "steps": spec["steps"],
+        "global_step": int(trainer.global_step), "train_s": round(train_s, 2), **test_metrics(trainer, model, data),
+    }
+
+
+def test_metrics(trainer, model, data) -> dict:
+    """The module's test metrics on the test split, and the JSD on its most ambiguous third (from predict)."""
+    import torch
+
+    from shala_pl.metrics.distribution import entropy, jensen_shannon_distance
+
     metrics = {k.split("/")[-1]: float(v) for k, v in trainer.test(model, datamodule=data, verbose=False)[0].items()}
     rows = [row for batch in trainer.predict(model, datamodule=data) for row in batch]
     probs = torch.tensor([row["probs"] for row in rows], dtype=torch.float64)
@@ -167,14 +184,11 @@ def run_one(spec: dict) -> dict:
     # the most ambiguous third of the test examples by human vote entropy (ties broken by position: stable sort)
     order = torch.sort(entropy(human), descending=True, stable=True).indices
     top = order[: max(1, math.ceil(len(rows) / 3))]
-    result = {
-        "dataset": spec["dataset"], "method": spec["method"], "seed": spec["seed"], "steps": spec["steps"],
-        "global_step": int(trainer.global_step), "train_s": round(train_s, 2), "n_test": len(rows),
-        **{k: v for k, v in metrics.items()},
+    return {
+        "n_test": len(rows), **metrics,
         "jsd_top_entropy": float(per_example_jsd[top].mean()),
         "jsd_check": float(per_example_jsd.mean()),  # equals the test metric's jsd: the two paths agree
     }
-    return result
 
 
 def _init_worker(threads: int) -> None:
@@ -291,14 +305,14 @@ def describe(name: str, section: dict) -> str:
     return text
 
 
-def plot(result: dict, out: Path) -> None:
+def plot(result: dict, out: Path, names: tuple = ("synthetic", "snli")) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sections = [(name, result[key]) for name, key in (("synthetic", "synthetic"), ("snli", "snli"))
-                if isinstance(result.get(key), dict) and result[key].get("methods")]
+    sections = [(name, result[name]) for name in names
+                if isinstance(result.get(name), dict) and result[name].get("methods")]
     fig, axes = plt.subplots(1, len(sections), figsize=(7 * len(sections), 4.5), squeeze=False)
     for ax, (name, section) in zip(axes[0], sections):
         methods = list(section["methods"])
@@ -404,7 +418,15 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, help="number of seeds (0, 1, ...); default from the profile")
     parser.add_argument("--steps", type=int, help="optimizer steps on every dataset (default from the profile)")
     parser.add_argument("--datasets", default="synthetic,snli", help="comma-separated: synthetic, snli")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of the methods")
+    parser.add_argument("--methods", default=None, help="comma-separated subset of the methods (default: all; "
+                        "the real profile's --quick: zero_shot, sft_soft, grpo_majority, shala, shala_exact)")
+    real = parser.add_argument_group("real profile (a pretrained LLM on a vote file; see tools/benchmark_real.py)")
+    real.add_argument("--profile", choices=("synthetic", "real"), default="synthetic")
+    real.add_argument("--model", type=Path, help="the model directory (e.g. artifacts/smollm2-135m-instruct)")
+    real.add_argument("--source", help="data source: chaosnli_snli, chaosnli_mnli, snli, mnli, jsonl, ...")
+    real.add_argument("--data", type=Path, help="the data file")
+    real.add_argument("--source-options", default="{}", help="JSON: data.source_options (e.g. for jsonl)")
+    real.add_argument("--split-seed", type=int, default=0, help="seed of the sample of the file that is split")
     parser.add_argument("--variant", action="append", default=[], type=parse_variant, metavar="NAME=METHOD ARGS",
                         help="an extra row: METHOD's config plus CLI overrides, e.g. "
                              "'shala_group=shala --model.init_args.advantage_scaling=group' (repeatable)")
@@ -432,6 +454,10 @@ def main(argv=None) -> int:
         if args.markdown:
             write_markdown(result, args.markdown, args.plot, result["command"])
         return 0
+    if args.profile == "real":
+        from benchmark_real import main_real
+
+        return main_real(args, parser, argv if argv is not None else sys.argv[1:])
     started = time.perf_counter()
     _quiet()
 
@@ -439,7 +465,7 @@ def main(argv=None) -> int:
     n_seeds = args.seeds if args.seeds is not None else profile.seeds
     seeds = list(range(n_seeds))
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = [m.strip() for m in (args.methods or ",".join(METHODS)).split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS)) + sorted(set(datasets) - {"synthetic", "snli"})
     if unknown:
         parser.error(f"unknown method(s)/dataset(s): {unknown}")

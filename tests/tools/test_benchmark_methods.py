@@ -66,3 +66,45 @@ def test_smoke_writes_json_png_and_markdown(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert out_png.exists() and out_md.read_text() == page
+
+
+REAL_METHODS = METHODS + ["shala_exact"]
+
+
+def test_real_profile_smoke_tunes_on_validation_and_writes_the_real_section(tmp_path, tiny_model_dir):
+    """``--profile real --smoke``: all eight methods on the ChaosNLI fixture with the tiny model, the sweep written
+    down, and a README section of its own next to the synthetic results."""
+    out_json, out_png, out_md = tmp_path / "real.json", tmp_path / "real.png", tmp_path / "README.md"
+    out_md.write_text("# Project\n\n<!-- benchmark_methods:start -->\nsynthetic table\n"
+                      "<!-- benchmark_methods:end -->\n\n## Next section\n")
+    data = REPO / "tests" / "fixtures" / "chaosnli" / "chaosNLI_mnli_m.jsonl"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "benchmark_methods.py"), "--profile", "real", "--smoke",
+         "--model", str(tiny_model_dir), "--source", "chaosnli_mnli", "--data", str(data),
+         "--methods", ",".join(REAL_METHODS), "--json", str(out_json), "--plot", str(out_png),
+         "--markdown", str(out_md)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out_json.read_text())
+    assert result["profile"] == "real-smoke" and result["dataset"] == "chaosnli_mnli"
+    section = result["real"]
+    assert list(section["methods"]) == REAL_METHODS
+    for name, entry in section["methods"].items():
+        for metric in METRICS:
+            assert isinstance(entry[metric], float), (name, metric)
+    assert (section["n_train"], section["n_val"], section["n_test"]) == (6, 3, 3)  # the 12 fixture pairs
+    assert section["noise_floor_jsd"] is not None and 0 < section["noise_floor_jsd"] < 0.2  # 100 votes a pair
+    settings = result["settings"]
+    assert settings["steps"] == 2 and settings["learning_rates"] == [1e-4]
+    assert settings["chosen"]["sft_soft"] == [{"lr": 1e-4}] and settings["chosen"]["zero_shot"] == [{}]
+    sweep = settings["sweeps"]["shala_exact"]["0"]["sweep"]
+    assert len(sweep) == 1 and isinstance(sweep[0]["val_jsd"], float) and sweep[0]["global_step"] == 2
+    assert set(result["bar"]) >= {"jsd_at_most_0.75x_grpo_majority", "jsd_below_zero_shot"}
+
+    page = out_md.read_text()
+    assert page.startswith("# Project\n\n<!-- benchmark_methods:start -->\nsynthetic table\n"
+                           "<!-- benchmark_methods:end -->\n\n## Results on a real LLM\n")
+    assert page.endswith("<!-- benchmark_real:end -->\n\n## Next section\n")
+    assert "| shala_exact |" in page and "lr 0.0001" in page and "real.png" in page
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
