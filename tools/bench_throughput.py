@@ -1,6 +1,15 @@
 """Training throughput of group-rollout RL: shala_pl's ``GRPOModule`` against TRL's ``GRPOTrainer``.
 
     python tools/bench_throughput.py [--vs-trl] [--json OUT] [--steps N] [--warmup N] [--repeats N] [--quick]
+    python tools/bench_throughput.py --model DIR [--data PATH --source NAME] [--verbalizers JSON] [--readout N] ...
+
+``--model DIR`` measures a model directory (e.g. SmolLM2-135M-Instruct from ``tools/get_model.py``) on the real task:
+the prompts and label words of ``--source``/``--data`` (default: the SNLI sample in ``tests/fixtures``), with
+defaults sized for 2 CPU cores (B=4, G=8, T=16, 2 threads, 1 warm-up + 3 steps, 2 repeats). ``--verbalizers``
+overrides the label words (e.g. NLI's multi-token label names, to see what they cost in label mode).
+``--readout N`` also times scoring N validation prompts with ``label_probs`` (no training), ours against the plain
+way (the prompt repeated once per label, logits at every position, a full log-softmax), and checks that both give
+the same probabilities.
 
 One tiny model is built with the project's own builder (``shala_pl.models.tiny.build_tiny_model``; by default a
 qwen2 with hidden size 256, 4 layers, 4 heads: ~4.3M parameters, larger than the test model so that generation and
@@ -52,6 +61,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 FULL = dict(hidden_size=256, num_layers=4, num_heads=4, prompts_per_step=8, num_generations=8, max_new_tokens=32,
             steps=5, warmup=2, repeats=3)
+REAL = dict(prompts_per_step=4, num_generations=8, max_new_tokens=16, steps=3, warmup=1, repeats=2, threads=2)
+SNLI_SAMPLE = REPO / "tests" / "fixtures" / "snli_1.0_test_part.jsonl"
 QUICK = dict(hidden_size=64, num_layers=2, num_heads=4, prompts_per_step=2, num_generations=2, max_new_tokens=4,
              steps=2, warmup=1, repeats=1)
 
@@ -66,7 +77,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, help="measured steps per run (default 5; --quick 2)")
     parser.add_argument("--warmup", type=int, help="steps run first and excluded (default 2; --quick 1)")
     parser.add_argument("--repeats", type=int, help="runs per system, each in a fresh process (default 3; --quick 1)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads in every system (default 1)")
+    parser.add_argument("--model", type=Path, help="a model directory to measure instead of the built-in tiny model")
+    parser.add_argument("--source", default="snli", help="with --model: the data source (default snli)")
+    parser.add_argument("--data", type=Path, default=SNLI_SAMPLE, help="with --model: the data file")
+    parser.add_argument("--verbalizers", type=json.loads, default=None,
+                        help='with --model: label words, JSON {"label": "word"} (default: the task\'s own)')
+    parser.add_argument("--readout", type=int, default=0, metavar="N",
+                        help="also time label_probs on N validation prompts, ours against the plain way")
+    parser.add_argument("--threads", type=int, help="torch threads in every system (default 1; --model 2)")
     parser.add_argument("--prompts-per-step", type=int, help="B (default 8)")
     parser.add_argument("--num-generations", type=int, help="G (default 8)")
     parser.add_argument("--max-new-tokens", type=int, help="T, the exact answer length (default 32)")
@@ -91,14 +109,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def resolve_settings(args: argparse.Namespace) -> dict:
-    base = QUICK if args.quick else FULL
+    base = dict(QUICK if args.quick else FULL, threads=1)
+    if args.model is not None:
+        base.update(REAL, **({} if not args.quick else {k: QUICK[k] for k in ("steps", "warmup", "repeats")}))
     pick = lambda name: getattr(args, name) if getattr(args, name) is not None else base[name]  # noqa: E731
     settings = {name: pick(name) for name in base}
     if settings["warmup"] < 1 or settings["steps"] < 1 or settings["repeats"] < 1:
         raise SystemExit("error: --warmup, --steps and --repeats must be at least 1")
     settings.update(
-        quick=bool(args.quick), threads=args.threads, beta=args.beta, seed=args.seed,
+        quick=bool(args.quick), beta=args.beta, seed=args.seed,
         trl_gradient_checkpointing=bool(args.trl_gradient_checkpointing),
+        model=str(args.model.resolve()) if args.model else None, source=args.source if args.model else "synthetic",
+        data=str(args.data.resolve()) if args.model else None, verbalizers=args.verbalizers or {}, readout=args.readout,
         architecture="qwen2", vocab_size=1024, temperature=1.0, top_p=1.0, top_k=0, num_iterations=1, lora=False,
         precision="fp32", device="cpu", learning_rate=1e-5, weight_decay=0.0, max_grad_norm=1.0,
         loss_aggregation="dr_grpo", advantage_scaling="none", clip_eps_low=0.2, clip_eps_high=0.28,
@@ -122,15 +144,25 @@ def trl_version_or_exit() -> str:
 
 
 def prepare_inputs(settings: dict, workdir: Path) -> tuple[Path, Path]:
-    """The tiny model and the prompt set (rendered prompts + human distributions of the train split)."""
+    """The model (``--model``, else the tiny one built here) and the prompt set (rendered prompts + human
+    distributions of the train split); records the model's shape and the label words in ``settings``."""
+    from transformers import AutoConfig
+
     from shala_pl.data.datamodule import VoteDataModule
     from shala_pl.models.tiny import build_tiny_model
 
-    model_dir = build_tiny_model(workdir / "model", settings["architecture"], settings["hidden_size"],
-                                 settings["num_layers"], settings["num_heads"], settings["vocab_size"],
-                                 seed=settings["seed"])
+    if settings["model"]:
+        model_dir = Path(settings["model"])
+        config = AutoConfig.from_pretrained(model_dir)
+        settings.update(architecture=config.model_type, vocab_size=config.vocab_size, hidden_size=config.hidden_size,
+                        num_layers=config.num_hidden_layers, num_heads=config.num_attention_heads)
+    else:
+        model_dir = build_tiny_model(workdir / "model", settings["architecture"], settings["hidden_size"],
+                                     settings["num_layers"], settings["num_heads"], settings["vocab_size"],
+                                     seed=settings["seed"])
     data = VoteDataModule(**datamodule_kwargs(settings, model_dir))
     data.setup("fit")
+    settings["label_words"] = data.verbalizers
     dataset = data._dataset("train")
     prompts_file = workdir / "prompts.jsonl"
     with prompts_file.open("w") as f:
@@ -141,9 +173,15 @@ def prepare_inputs(settings: dict, workdir: Path) -> tuple[Path, Path]:
 
 
 def datamodule_kwargs(settings: dict, model_dir: Path) -> dict:
-    return dict(source="synthetic", source_options={"n_examples": settings["n_examples"],
-                                                    "n_annotators": settings["n_annotators"]},
-                tokenizer_path=str(model_dir), batch_size=settings["prompts_per_step"], eval_batch_size=16)
+    from shala_pl.data.prompts import PromptSettings
+
+    if settings["model"]:
+        source = dict(source=settings["source"], path=settings["data"])
+    else:
+        source = dict(source="synthetic", source_options={"n_examples": settings["n_examples"],
+                                                          "n_annotators": settings["n_annotators"]})
+    return dict(**source, tokenizer_path=str(model_dir), batch_size=settings["prompts_per_step"], eval_batch_size=16,
+                prompt=PromptSettings(verbalizers=settings["verbalizers"]))
 
 
 def run_child(system: str, settings: dict, workdir: Path, run: int) -> dict:
@@ -198,6 +236,11 @@ def print_table(results: dict, settings: dict) -> None:
             continue
         print(f"{system:<13}{r['completions_per_s']:>9.1f}{r['step_s']:>9.3f}{r['completions_per_cpu_s']:>13.1f}"
               f"{r['step_cpu_s']:>12.3f}{r['peak_rss_mb']:>13.0f}{r['mean_completion_length']:>10.1f}")
+    if results.get("readout"):
+        r = results["readout"]
+        print(f"\nlabel_probs on {r['prompts']} validation prompts: {r['ours_s']:.1f} s, the plain way "
+              f"{r['plain_s']:.1f} s ({r['plain_s'] / r['ours_s']:.1f}x); largest probability difference "
+              f"{r['max_abs_diff']:.1e}")
     if results.get("trl") and results.get("shala"):
         s, t = results["shala"], results["trl"]
         print(f"\nshala / trl: {s['completions_per_s'] / t['completions_per_s']:.2f}x completions per second "
@@ -235,14 +278,70 @@ def main(argv=None) -> int:
                 print(f"[run {run + 1}/{settings['repeats']}] {system:<12} step {result['step_s']:.3f} s "
                       f"(cpu {result['step_cpu_s']:.3f} s), peak RSS {result['peak_rss_mb']:.0f} MB, "
                       f"process {time.perf_counter() - start:.1f} s", flush=True)
+        readout = time_readout(settings, model_dir) if settings["readout"] else None
     results = {system: summarise(runs[system], settings) if runs.get(system) else None for system in SYSTEMS}
     results["settings"] = settings
+    if readout is not None:
+        results["readout"] = readout
     print_table(results, settings)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
         print(f"\nwrote {args.json}")
     return 0
+
+
+# -- the readout: label_probs on validation prompts, ours against the plain way ---------------------------------------
+def plain_label_probs(model, prompt_ids, prompt_mask, verbalizer_ids):
+    """The plain way: logits at every position and a full log-softmax; multi-token label words on the prompt repeated
+    once per label (what ``shala_pl.models.scoring`` computed before it scored labels on the shared prompt)."""
+    import torch
+    import torch.nn.functional as F
+
+    from shala_pl.models.shared_prefix import position_ids_from_mask
+
+    batch, labels = prompt_ids.shape[0], len(verbalizer_ids)
+    if all(len(t) == 1 for t in verbalizer_ids):
+        logits = model(input_ids=prompt_ids, attention_mask=prompt_mask,
+                       position_ids=position_ids_from_mask(prompt_mask)).logits[:, -1].float()
+        scores = F.log_softmax(logits, -1)[:, [t[0] for t in verbalizer_ids]]
+    else:
+        longest = max(len(t) for t in verbalizer_ids)
+        verb = torch.tensor([t + [0] * (longest - len(t)) for t in verbalizer_ids]).repeat(batch, 1)
+        verb_mask = torch.tensor([[1] * len(t) + [0] * (longest - len(t)) for t in verbalizer_ids]).repeat(batch, 1)
+        ids = torch.cat([prompt_ids.repeat_interleave(labels, 0), verb], 1)
+        mask = torch.cat([prompt_mask.repeat_interleave(labels, 0), verb_mask], 1)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+        logp = F.log_softmax(logits[:, prompt_ids.shape[1] - 1 : -1].float(), -1).gather(2, verb.unsqueeze(-1))
+        scores = (logp.squeeze(-1) * verb_mask).sum(-1).view(batch, labels)
+    return scores.log_softmax(-1).exp()
+
+
+def time_readout(settings: dict, model_dir: Path) -> dict:
+    import torch
+
+    from shala_pl.data.datamodule import VoteDataModule
+    from shala_pl.modules.base import VoteModule
+
+    torch.set_num_threads(settings["threads"])
+    data = VoteDataModule(**datamodule_kwargs(settings, model_dir))
+    data.setup("validate")
+    rows = [data._dataset("val")[i] for i in range(min(settings["readout"], len(data._dataset("val"))))]
+    batches = [data.collate(rows[i : i + 16]) for i in range(0, len(rows), 16)]
+    module = VoteModule(name_or_path=str(model_dir), label_names=data.label_names, verbalizers=data.verbalizers)
+    module.configure_model()
+    model = module.policy.eval()
+    timings, probs = {}, {}
+    with torch.no_grad():
+        for name, score in (("ours", lambda b: module.label_probs(b)),
+                            ("plain", lambda b: plain_label_probs(model, b["prompt_ids"], b["prompt_mask"],
+                                                                  module.verbalizer_ids))):
+            start = time.perf_counter()
+            probs[name] = torch.cat([score(b) for b in batches])
+            timings[name] = time.perf_counter() - start
+    return {"prompts": len(rows), "ours_s": timings["ours"], "plain_s": timings["plain"],
+            "label_tokens": [len(t) for t in module.verbalizer_ids],
+            "max_abs_diff": float((probs["ours"] - probs["plain"]).abs().max())}
 
 
 # -- the children: one system, one process ----------------------------------------------------------------------------
@@ -391,7 +490,7 @@ def run_trl(settings: dict, clock: StepClock, profiler) -> dict:
 
     rows = [json.loads(line) for line in Path(settings["prompts_file"]).read_text().splitlines()]
     dataset = Dataset.from_list(rows)
-    parser = AnswerParser(["red", "green", "blue"])
+    parser = AnswerParser(settings["label_words"])
 
     def vote_share(prompts, completions, human, **kwargs):
         """The human vote share of the parsed label; 0 for an unparseable answer."""

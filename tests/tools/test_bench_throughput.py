@@ -37,3 +37,21 @@ def test_vs_trl_without_trl_says_how_to_install_it(tmp_path):
                            "sys.exit(b.main())"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert ".[bench]" in proc.stderr
+
+
+def test_model_directory_run_measures_the_real_task_and_the_readout(tmp_path, tiny_model_dir):
+    """``--model DIR``: that directory on the NLI sample's prompts and label words, plus the ``--readout`` timing of
+    label_probs against the plain computation (which must give the same probabilities)."""
+    out = tmp_path / "throughput.json"
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "bench_throughput.py"), "--quick", "--model",
+                           str(tiny_model_dir), "--readout", "8", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    settings = result["settings"]
+    assert settings["model"] == str(tiny_model_dir) and settings["source"] == "snli"
+    assert settings["label_words"] == [" yes", " maybe", " no"]  # NLI's words, not the synthetic task's
+    assert result["shala"]["mean_completion_length"] == settings["max_new_tokens"]
+    readout = result["readout"]
+    assert readout["prompts"] == 8 and readout["ours_s"] > 0 and readout["plain_s"] > 0
+    assert readout["max_abs_diff"] < 1e-5
