@@ -250,6 +250,21 @@ def test_console_shows_steps_reward_and_jsd_without_known_noise(tiny_model_dir, 
     noise = ("LeafSpec", "is_gradient_checkpointing", "dirpath has changed")
     assert not [str(w.message) for w in recwarn if any(n in str(w.message) for n in noise)]
 
+    # TensorBoard: validation scalars and figures on one step axis
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars, images = set(), set()
+    for events in (tmp_path / "version_0").glob("events.out.tfevents.*"):
+        run = EventAccumulator(str(events), size_guidance={"images": 0, "scalars": 0})
+        run.Reload()
+        if "val/jsd" in run.Tags()["scalars"]:
+            scalars |= {e.step for e in run.Scalars("val/jsd")}
+        for tag in ("val/jsd_by_entropy", "val/model_vs_human"):
+            if tag in run.Tags()["images"]:
+                images |= {(tag, e.step) for e in run.Images(tag)}
+    assert len(scalars) >= 2  # in-fit validations and the one after fit
+    assert images == {(tag, step) for tag in ("val/jsd_by_entropy", "val/model_vs_human") for step in scalars}
+
 
 def test_data_module_loads_the_tokenizer_with_the_model_settings(tiny_model_dir):
     """One loader for the tokenizer: the DataModule gets model.trust_remote_code / from_hub through the CLI's links

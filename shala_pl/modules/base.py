@@ -222,16 +222,19 @@ class VoteModule(LightningModule):
             return
         from shala_pl import plots
 
+        # the step Lightning gives this validation's scalars (its logger connector's default), so that figures and
+        # scalars share one axis: during fit that is one less than global_step
+        step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
         prefix = "val/" if len(self.readouts) == 1 else f"val/{self.readouts[0]}/"
         bins = sorted(k for k in logged if k.startswith(prefix + "jsd_bin"))
         if bins:
             counts = [logged[k.replace("jsd_bin", "n_bin")] for k in bins]
             experiment.add_figure("val/jsd_by_entropy", plots.jsd_by_entropy_bin([logged[k] for k in bins], counts),
-                                  self.global_step)
+                                  step)
         if getattr(self, "_figure_examples", None):
             uids, model, human = self._figure_examples
             experiment.add_figure("val/model_vs_human", plots.model_vs_human(self.label_names, uids, model, human),
-                                  self.global_step)
+                                  step)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "test", batch_idx)
