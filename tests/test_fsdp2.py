@@ -1,0 +1,237 @@
+"""Sharded training for real: FSDP2 (``configs/strategy/fsdp2.yaml``, Lightning's ``ModelParallelStrategy``) with 2
+CPU processes (gloo) through the CLI, as ``tests/test_distributed.py`` runs DDP.
+
+Run A: label mode, full fine-tuning with a KL term (the frozen reference is sharded too), gradient checkpointing,
+2 micro-batches, clipping active; 2 steps. Run B resumes A's checkpoint folder (``--ckpt_path last``) for a third
+step in generate mode (sampling with sharded parameters, every rank in lockstep) and validates with both readouts.
+The checkpoint, consolidated into one file, validates in a single process to the same values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback
+
+REPO = Path(__file__).resolve().parent.parent
+STRATEGY = str(REPO / "configs" / "strategy" / "fsdp2.yaml")
+CLIP = 0.05  # run A: small enough that every step is clipped
+
+
+def _full(tensor):
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+
+
+def _checksum(module) -> float:
+    """A value of all full (gathered) parameters: a collective, called on every rank in the same order."""
+    total = 0.0
+    for i, p in enumerate(module.parameters()):
+        full = _full(p.detach()).double()
+        total += float(full.sum() + (i + 1) * (full**2).sum())
+    return total
+
+
+class FSDP2Probe(Callback):
+    """Per rank: how the model is sharded, the global norm of the (clipped) full gradients next to the logged one,
+    the weights at the start and end of training, and every validation's metrics."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+        self.record = {"steps": [], "validations": []}
+
+    def _dump(self, trainer):
+        self.record["rank"], self.record["world_size"] = trainer.global_rank, trainer.world_size
+        Path(self.out_dir, f"rank{trainer.global_rank}.json").write_text(json.dumps(self.record))
+
+    def on_train_start(self, trainer, pl_module):
+        from torch.distributed.fsdp import FSDPModule
+        from torch.distributed.tensor import DTensor, Shard
+
+        trainable = pl_module.trainable_parameters()
+        reference = getattr(pl_module, "reference", None)
+        optimizer = trainer.optimizers[0]
+        steps = [float(s["step"]) for s in optimizer.state.values() if "step" in s]
+        self.record.update(
+            strategy=type(trainer.strategy).__name__,
+            global_step_at_start=trainer.global_step,
+            trainable_dtensors=all(isinstance(p, DTensor) and p.placements == (Shard(0),) and p.device_mesh.size() == 2
+                                   for p in trainable),
+            policy_fsdp_modules=sum(isinstance(m, FSDPModule) for m in pl_module.policy.modules()),
+            reference_sharded=reference is not None and isinstance(reference, FSDPModule),
+            lockstep=pl_module.needs_synced_gpus,
+            optimizer_steps_at_start=sorted(set(steps)),
+            weights_at_start=_checksum(pl_module.policy),
+        )
+        self._dump(trainer)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        # after the module clipped: the full gradients, gathered, and their norm computed as one process would
+        grads = [_full(p.grad) for p in pl_module.trainable_parameters() if p.grad is not None]
+        local = [p.grad.to_local() for p in pl_module.trainable_parameters() if p.grad is not None]
+        self._clipped_norm = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+        self._shard_norm = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in local])))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "rollout/"))}
+        self.record["steps"].append({"global_step": trainer.global_step, "grad_norm": metrics["train/grad_norm"],
+                                     "clipped_full_norm": self._clipped_norm, "shard_norm": self._shard_norm,
+                                     "metrics": metrics})
+        self._dump(trainer)
+
+    def on_train_end(self, trainer, pl_module):
+        self.record["weights_at_end"] = _checksum(pl_module.policy)
+        self.record["global_step_at_end"] = trainer.global_step
+        self._dump(trainer)
+
+    def on_validation_end(self, trainer, pl_module):
+        self.record["validations"].append({k: float(v) for k, v in trainer.callback_metrics.items()
+                                           if k.startswith("val/")})
+        self._dump(trainer)
+
+
+DATA_ARGS = [
+    # 70 examples: 56 train (28 per rank), 7 validation: shards of 4 and 3, the short one topped up (lockstep)
+    "--data.source_options", "{n_examples: 70, n_annotators: 5}", "--data.batch_size", "4",
+    "--data.eval_batch_size", "2",
+]
+COMMON = ["--model.init_args.rollout.num_generations", "4", "--model.init_args.loss.beta", "0.1",
+          "--model.init_args.gradient_checkpointing", "true"]
+
+
+def _cli_args(subcommand: str, model_dir, root, extra=()) -> list[str]:
+    return [subcommand, "--config", str(REPO / "configs" / "quickstart.yaml"),
+            "--model.init_args.name_or_path", str(model_dir), *DATA_ARGS, *COMMON,
+            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(root), *extra]
+
+
+def _fit(model_dir, root, probe_dir, extra) -> subprocess.CompletedProcess:
+    probe_dir.mkdir()
+    probe_config = probe_dir / "probe.yaml"
+    probe_config.write_text(yaml.safe_dump({"trainer": {"callbacks": [
+        {"class_path": "tests.test_fsdp2.FSDP2Probe", "init_args": {"out_dir": str(probe_dir)}}]}}))
+    command = [sys.executable, "-m", "shala_pl", *_cli_args("fit", model_dir, root, [
+        "--config", STRATEGY, "--config", str(probe_config), "--trainer.accelerator", "cpu",
+        "--trainer.devices", "2", "--trainer.val_check_interval", "1000", "--trainer.log_every_n_steps", "1",
+        "--validate_before_fit", "false", *extra])]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    return done
+
+
+def _probes(probe_dir) -> list[dict]:
+    return [json.loads((probe_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def fsdp2_runs(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("fsdp2")
+    run_a = _fit(tiny_model_dir, root, root / "probe_a", [
+        "--trainer.max_steps", "2", "--model.init_args.micro_batches", "2",
+        "--model.init_args.gradient_clip_val", str(CLIP)])
+    run_b = _fit(tiny_model_dir, root, root / "probe_b", [
+        "--trainer.max_steps", "3", "--ckpt_path", "last", "--model.init_args.gradient_clip_val", "1000",
+        "--model.init_args.rollout.mode", "generate", "--model.init_args.rollout.max_new_tokens", "4",
+        "--model.init_args.readouts", "[label_probs, sampling]", "--model.init_args.sampling.num_samples", "4",
+        "--model.init_args.sampling.max_new_tokens", "4"])
+    return root, _probes(root / "probe_a"), _probes(root / "probe_b"), run_a.stdout + run_a.stderr
+
+
+@pytest.mark.slow
+def test_fsdp2_shards_policy_and_reference_on_two_cpu_processes(fsdp2_runs):
+    root, probes_a, probes_b, output = fsdp2_runs
+    for probe in probes_a + probes_b:
+        assert probe["strategy"] == "ModelParallelStrategy" and probe["world_size"] == 2
+        assert probe["trainable_dtensors"]  # every trainable parameter a DTensor sharded over the 2 ranks
+        assert probe["policy_fsdp_modules"] == 3  # 2 decoder layers, then the root (tied embeddings in it)
+        assert probe["reference_sharded"]  # full fine-tuning with beta > 0: the frozen copy sharded the same way
+        assert probe["lockstep"]  # generation keeps all ranks in step
+    # the checkpoint is a folder (one shard file per rank + meta.pt); no hf_model is exported from a shard
+    assert sorted(p.name for p in (root / "checkpoints" / "last.ckpt").iterdir() if p.suffix == ".distcp") == \
+        ["__0_0.distcp", "__1_0.distcp"]
+    assert not (root / "hf_model").exists() and "hf_model export skipped" in output
+    assert "exported model:   - (skipped under a sharded strategy)" in output
+
+
+@pytest.mark.slow
+def test_fsdp2_clips_with_the_global_norm_of_dtensor_gradients(fsdp2_runs):
+    _, probes_a, probes_b, _ = fsdp2_runs
+    for probes, clip in ((probes_a, CLIP), (probes_b, None)):
+        steps = list(zip(probes[0]["steps"], probes[1]["steps"]))
+        assert steps
+        for r0, r1 in steps:
+            # the logged norm: the same on both ranks (all shards' gradients, not this rank's)
+            assert r0["grad_norm"] == pytest.approx(r1["grad_norm"], rel=1e-6)
+            assert r0["clipped_full_norm"] == pytest.approx(r1["clipped_full_norm"], rel=1e-6)
+            assert r0["shard_norm"] < r0["clipped_full_norm"] and r0["shard_norm"] != pytest.approx(r1["shard_norm"])
+            norm = r0["grad_norm"]
+            if clip is None:  # not clipped: the norm of the full gradients computed in one process
+                assert r0["clipped_full_norm"] == pytest.approx(norm, rel=1e-5)
+            else:  # clipped by the global norm: the full gradients' norm is the threshold
+                assert norm > clip and r0["clipped_full_norm"] == pytest.approx(clip, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_fsdp2_checkpoint_folder_resumes(fsdp2_runs):
+    _, probes_a, probes_b, _ = fsdp2_runs
+    for a, b in zip(probes_a, probes_b):
+        assert a["global_step_at_end"] == 2 and [s["global_step"] for s in a["steps"]] == [1, 2]
+        assert b["global_step_at_start"] == 2 and b["global_step_at_end"] == 3
+        assert [s["global_step"] for s in b["steps"]] == [3]
+        assert b["optimizer_steps_at_start"] == [2.0]  # AdamW's moments and step counts restored
+        assert b["weights_at_start"] == pytest.approx(a["weights_at_end"], rel=1e-12)
+        assert b["weights_at_end"] != pytest.approx(b["weights_at_start"], rel=1e-9)  # the third step trained
+    # run B is the generate-mode rollout with sharded parameters
+    metrics = probes_b[0]["steps"][0]["metrics"]
+    assert "rollout/completion_len" in metrics and 0 < metrics["rollout/completion_len"] <= 4
+
+
+@pytest.mark.slow
+def test_fsdp2_validation_equals_single_process(fsdp2_runs, tiny_model_dir, tmp_path):
+    from shala_pl.cli import cli_main
+    from shala_pl.consolidate import consolidate
+
+    root, probes_a, probes_b, _ = fsdp2_runs
+    for probes in (probes_a, probes_b):  # both ranks hold the same synced values
+        assert len(probes[0]["validations"]) == len(probes[1]["validations"]) == 1  # after fit
+        for r0, r1 in zip(probes[0]["validations"], probes[1]["validations"]):
+            assert r0 == pytest.approx(r1, abs=1e-6, nan_ok=True)
+    after = probes_b[0]["validations"][-1]  # the validation after run B's fit, at step 3
+    assert any(k.startswith("val/sampling/") for k in after)  # the sampling readout ran with sharded parameters
+
+    single_file = consolidate(root / "checkpoints" / "last.ckpt", tmp_path / "last.consolidated.ckpt")
+    assert torch.load(single_file, weights_only=True)["global_step"] == 3
+    single = cli_main(_cli_args("validate", tiny_model_dir, tmp_path / "single", [
+        "--trainer.accelerator", "cpu", "--ckpt_path", str(single_file)])).trainer.callback_metrics
+    # the run's readouts come with the checkpoint's hyper-parameters; the exact readout is compared (the sampling
+    # readout seeds each batch by its first example, and the batches differ between 1 and 2 processes)
+    single = {k: float(v) for k, v in single.items() if k.startswith("val/label_probs/")}
+    sharded = {k: v for k, v in after.items() if k.startswith("val/label_probs/")}
+    assert set(sharded) == set(single) and single
+    assert sharded == pytest.approx(single, abs=1e-5, nan_ok=True)
+
+
+def test_fsdp2_fragment_is_model_parallel_strategy_in_lockstep():
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.strategies import ModelParallelStrategy, Strategy
+
+    from shala_pl.data.sampling import requires_lockstep
+
+    text = Path(STRATEGY).read_text()
+    assert "python -m shala_pl fit --config configs/quickstart.yaml --config configs/strategy/fsdp2.yaml" in text
+    assert "num_nodes" in text and "shala_pl.consolidate" in text
+    parser = ArgumentParser()
+    parser.add_argument("--strategy", type=Strategy)
+    strategy = yaml.safe_load(text)["trainer"]["strategy"]
+    built = parser.instantiate(parser.parse_object({"strategy": strategy})).strategy
+    assert isinstance(built, ModelParallelStrategy)
+    assert (built._data_parallel_size, built._tensor_parallel_size) == (2, 1)
+    assert requires_lockstep(built)  # generation and evaluation in lockstep under FSDP2
