@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         if found is None or os.environ.get("SHALA_DEBUG"):
             raise
         return _fail(str(found))
+    except KeyboardInterrupt:  # Ctrl-C outside training (start-up, data loading): nothing to save
+        if os.environ.get("SHALA_DEBUG"):
+            raise
+        print("shala_pl: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

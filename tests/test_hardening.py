@@ -263,3 +263,14 @@ def test_configs_instantiate_only_the_expected_types(tiny_model_dir, tmp_path):
         cli_main(fit_args(tiny_model_dir, tmp_path, 1, "--trainer.callbacks", hostile)[1:], run=False)
     assert not target.exists()
     assert inspect.signature(VoteModule.__init__).parameters["trust_remote_code"].default is False
+
+
+def test_ctrl_c_during_start_up_is_one_line_and_130():
+    """Before training starts there is nothing to save: no traceback, the shell's code for Ctrl-C."""
+    process = subprocess.Popen([sys.executable, "-m", "shala_pl", "fit", "--config", "configs/quickstart.yaml"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # importing Lightning takes several seconds
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == "shala_pl: interrupted" and "Traceback" not in err
