@@ -235,3 +235,81 @@ def test_fsdp2_fragment_is_model_parallel_strategy_in_lockstep():
     assert isinstance(built, ModelParallelStrategy)
     assert (built._data_parallel_size, built._tensor_parallel_size) == (2, 1)
     assert requires_lockstep(built)  # generation and evaluation in lockstep under FSDP2
+
+
+# -- the module's sharding and scoring paths under torch.distributed directly: LoRA, gradient checkpointing ------------
+def _lora_worker(rank: int, world: int, port: int, model_dir: str, out_dir: str) -> None:
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from shala_pl.models.loading import LoraSettings, load_causal_lm
+    from shala_pl.models.scoring import label_log_probs, shared_prompt_completion_log_probs
+    from shala_pl.modules.base import fully_shard_decoder
+    from shala_pl.rl.rollout import sample_completions
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)  # the same LoRA initialisation on both ranks
+    model = load_causal_lm(model_dir, LoraSettings(r=4, alpha=8), gradient_checkpointing=True, dtype="float32")
+    model.train()
+    for name, p in model.named_parameters():  # LoRA B starts at 0: give the adapter a non-trivial value
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)
+    generator = torch.Generator().manual_seed(1)
+    vocab = model.config.vocab_size
+    prompts = torch.randint(3, vocab, (4, 6), generator=generator)  # 2 prompts per rank
+    prompt_mask = torch.ones_like(prompts)
+    prompt_mask[1, :2] = 0  # left padding
+    completions = torch.randint(3, vocab, (8, 3), generator=generator)  # 2 answers per prompt
+    completion_mask = torch.ones_like(completions)
+
+    def loss_of(module, rows: slice) -> torch.Tensor:
+        answers = slice(rows.start * 2, rows.stop * 2)
+        token_logp = shared_prompt_completion_log_probs(module, prompts[rows], prompt_mask[rows],
+                                                        completions[answers], completion_mask[answers])
+        return -token_logp.mean() - label_log_probs(module, prompts[rows], prompt_mask[rows], [[5], [6], [7]])[:, 0].mean()
+
+    import copy
+
+    single = copy.deepcopy(model)  # one process, the whole batch
+    loss_of(single, slice(0, 4)).backward()
+    single_grads = {n: p.grad for n, p in single.named_parameters() if p.requires_grad}
+    single_norm = float(torch.nn.utils.clip_grad_norm_([p for p in single.parameters() if p.requires_grad], 1e9))
+
+    fully_shard_decoder(model, init_device_mesh("cpu", (world,)))
+    loss_of(model, slice(2 * rank, 2 * rank + 2)).backward()  # this rank's half; FSDP2 averages over ranks
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    norm = torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1e9).full_tensor()
+    max_diff = max(float((p.grad.full_tensor() - single_grads[n]).abs().max()) for n, p in trainable)
+    # sampling with sharded parameters: different prompts per rank, every rank max_new_tokens forwards (lockstep)
+    with torch.no_grad():
+        tokens = sample_completions(model.eval(), prompts[2 * rank : 2 * rank + 2], prompt_mask[2 * rank : 2 * rank + 2],
+                                    2, 5, eos_token_id=[rank + 3], pad_token_id=0, synced_gpus=True)
+    Path(out_dir, f"lora{rank}.json").write_text(json.dumps({
+        "sharded_norm": float(norm), "single_norm": single_norm, "max_grad_diff": max_diff,
+        "lora_params": sum("lora_" in n for n, _ in trainable), "trainable": len(trainable),
+        "sampled_shape": list(tokens.shape)}))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_fsdp2_lora_with_checkpointing_gradients_equal_single_process(tiny_model_dir, tmp_path):
+    """A peft model sharded by the module's own ``fully_shard_decoder`` (2 gloo processes), scored through the
+    shared-prefix caches under gradient checkpointing: the gathered gradients equal one process's on the whole
+    batch, so does the global norm ``clip_grad_norm_`` returns, and sampling runs in lockstep."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_lora_worker, args=(2, port, str(tiny_model_dir), str(tmp_path)), nprocs=2, join=True,
+                       start_method="spawn")
+    results = [json.loads((tmp_path / f"lora{r}.json").read_text()) for r in (0, 1)]
+    for result in results:
+        assert result["lora_params"] == result["trainable"] > 0  # only the adapter trains
+        assert result["max_grad_diff"] < 1e-6
+        assert result["sharded_norm"] == pytest.approx(result["single_norm"], rel=1e-5)
+        assert result["sampled_shape"] == [4, 5]  # 2 prompts x 2 answers, all max_new_tokens steps
+    assert results[0]["sharded_norm"] == results[1]["sharded_norm"]
