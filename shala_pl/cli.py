@@ -156,8 +156,22 @@ def settle_run_paths(config: Namespace, subcommand: str) -> None:
         require_checkpoint(config, subcommand, root)
     if config.get("ckpt_path") == "last":
         config.ckpt_path = str(find_last_checkpoint(config, subcommand, root))
+    check_sharded_checkpoint(config)
     if subcommand != "fit":
         place_evaluation(config, subcommand, root)
+
+
+def check_sharded_checkpoint(config: Namespace) -> None:
+    """A checkpoint folder of ``ModelParallelStrategy`` (FSDP2) loads under that strategy only; say how to make a
+    single file instead of letting ``torch.load`` fail on a directory."""
+    ckpt_path = config.get("ckpt_path")
+    if not ckpt_path or Path(ckpt_path).is_file() or not _is_checkpoint(Path(ckpt_path)):
+        return
+    strategy = config.trainer.get("strategy")
+    if "ModelParallelStrategy" not in str(getattr(strategy, "class_path", strategy)):
+        raise ConfigValueError(
+            f"--ckpt_path {ckpt_path} is a sharded checkpoint folder (configs/strategy/fsdp2.yaml): load it with that "
+            f"strategy, or make one file with `python -m shala_pl.consolidate {ckpt_path}` and pass that")
 
 
 def _logger_root(config: Namespace) -> Optional[tuple[Namespace, Path]]:

@@ -313,3 +313,27 @@ def test_fsdp2_lora_with_checkpointing_gradients_equal_single_process(tiny_model
         assert result["sharded_norm"] == pytest.approx(result["single_norm"], rel=1e-5)
         assert result["sampled_shape"] == [4, 5]  # 2 prompts x 2 answers, all max_new_tokens steps
     assert results[0]["sharded_norm"] == results[1]["sharded_norm"]
+
+
+def test_sharded_checkpoint_folder_outside_fsdp2_says_how_to_consolidate(tiny_model_dir, tmp_path, capsys):
+    from shala_pl.__main__ import main
+
+    folder = tmp_path / "checkpoints" / "last.ckpt"
+    folder.mkdir(parents=True)
+    (folder / "meta.pt").write_bytes(b"")
+    assert main(_cli_args("validate", tiny_model_dir, tmp_path, ["--ckpt_path", str(folder)])) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"shala_pl: error: --ckpt_path {folder} is a sharded checkpoint folder (configs/strategy/fsdp2.yaml): load "
+        f"it with that strategy, or make one file with `python -m shala_pl.consolidate {folder}` and pass that")
+
+
+def test_rng_state_restores_from_a_gathered_row():
+    """Checkpoints hold every rank's RNG state stacked; rank 1's row is a view at a storage offset, on which
+    torch.set_rng_state segfaults (torch 2.13): a resume on 2 processes crashed rank 1 before the fix."""
+    from shala_pl.callbacks import capture_rng_state, restore_rng_state
+
+    states = [capture_rng_state()]
+    expected = torch.rand(3)
+    gathered = {k: torch.stack([v, v]) for k, v in states[0].items()}
+    restore_rng_state({k: v[1] for k, v in gathered.items()})
+    assert torch.equal(torch.rand(3), expected)
