@@ -209,18 +209,32 @@ class GRPOModule(VoteModule):
 
     # -- rollout -------------------------------------------------------------------------------------------------------
     def make_rollout(self, batch: dict) -> Rollout:
+        label_logp = None
+        if self.shares_label_forward:  # the training forward, run first: its probabilities are the rollout's too
+            label_logp = label_log_probs(self.policy, batch["prompt_ids"], batch["prompt_mask"], self.verbalizer_ids)
         # the no-grad passes (sampling, old and reference log-probs) run without dropout whatever disable_dropout says
         with _eval_mode(self.policy):
-            return self._make_rollout(batch)
+            return self._make_rollout(batch, label_logp)
 
-    def _make_rollout(self, batch: dict) -> Rollout:
+    @property
+    def shares_label_forward(self) -> bool:
+        """Label mode with one optimizer step on one micro-batch per rollout and no dropout: the label
+        distribution the rollout samples from is exactly what the loss's forward computes, so one forward serves
+        both (a label-mode step then runs the policy's forward once instead of twice)."""
+        return (self.rollout_settings.mode == "label" and self.num_iterations == 1 and self.micro_batches == 1
+                and self.disable_dropout)
+
+    def _make_rollout(self, batch: dict, label_logp: Optional[Tensor] = None) -> Rollout:
         settings, group = self.rollout_settings, self.rollout_settings.num_generations
         if settings.mode == "label":
-            with torch.no_grad():
-                probs = self.label_probs(batch)  # [B, K]
+            if label_logp is not None:
+                probs = label_logp.detach().exp()  # [B, K]
+            else:
+                with torch.no_grad():
+                    probs = self.label_probs(batch)  # [B, K]
             choices = torch.multinomial(probs, group, replacement=True)  # [B, G]
             rollout = Rollout(choices=choices, policy_probs=probs, prompt_ids=batch["prompt_ids"],
-                              prompt_mask=batch["prompt_mask"])
+                              prompt_mask=batch["prompt_mask"], label_logp=label_logp)
         else:
             completion_ids, completion_mask = generate_answers(
                 self.policy, self.tokenizer, batch["prompt_ids"], batch["prompt_mask"], settings, group,
@@ -256,8 +270,11 @@ class GRPOModule(VoteModule):
     def sequence_log_probs(self, rollout: Rollout, model, prompts: slice = slice(None)) -> Tensor:
         """Log-probs of the answers of ``prompts`` under ``model``: [n, T] tokens, or [n, 1] labels in label mode."""
         if self.rollout_settings.mode == "label":
-            logp = label_log_probs(model, rollout.prompt_ids[prompts], rollout.prompt_mask[prompts],
-                                   self.verbalizer_ids)  # [b, K]
+            if rollout.label_logp is not None and model is self.policy and torch.is_grad_enabled():
+                logp, rollout.label_logp = rollout.label_logp[prompts], None  # the rollout's forward (see there)
+            else:
+                logp = label_log_probs(model, rollout.prompt_ids[prompts], rollout.prompt_mask[prompts],
+                                       self.verbalizer_ids)  # [b, K]
             if self.objective == "exact":
                 return logp  # [b, K]: the exact objective uses every label's
             return logp.gather(1, rollout.choices[prompts]).reshape(-1, 1)
@@ -378,7 +395,12 @@ class GRPOModule(VoteModule):
         return getattr(self.trainer.precision_plugin, "scaler", None)
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        if self._grad_scaler is not None:  # the gradients were just unscaled: clip the true ones
+        scaler = self._grad_scaler
+        if scaler is not None:  # the gradients were just unscaled: clip the true ones
+            if getattr(optimizer, "_step_supports_amp_scaling", False):
+                # a fused optimizer unscales inside its step, so Lightning left the gradients scaled: unscale them
+                # here (the scaler then tells the step that they are)
+                scaler.unscale_(optimizer)
             self._unscaled_grad_norm = self._clip_and_measure_gradients()
 
     def micro_batch_loss(self, rollout: Rollout, advantages: Tensor, weights: Tensor, prompts: slice,

@@ -105,11 +105,12 @@ def fp16_plugin(init_scale: float, backoff_factor: float = 0.5) -> MixedPrecisio
     return MixedPrecision("16-mixed", "cpu", scaler=scaler)
 
 
-def test_fp16_clips_and_reports_the_unscaled_gradient_norm(tiny_model_dir):
+@pytest.mark.parametrize("fused", [True, False])  # a fused AdamW unscales in its step; Lightning leaves it to it
+def test_fp16_clips_and_reports_the_unscaled_gradient_norm(tiny_model_dir, fused):
     norms = {}
     for name, plugins in (("fp32", []), ("fp16", [fp16_plugin(init_scale=2.0**10)])):
         torch.manual_seed(0)
-        data, module = make(tiny_model_dir)
+        data, module = make(tiny_model_dir, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-4, fused=fused))
         trainer = fit(data, module, plugins=plugins, log_every_n_steps=1)
         assert module.nonfinite_skipped == 0
         norms[name] = float(trainer.callback_metrics["train/grad_norm"])
@@ -180,3 +181,24 @@ def test_dropout_kept_on_request_stays_out_of_the_no_grad_passes(tiny_model_dir)
     with torch.no_grad():
         train_mode = module.sequence_log_probs(first, module.policy)  # dropout on: differs
     assert not torch.allclose(train_mode, first.old_logp, atol=1e-4)
+
+
+@pytest.mark.parametrize("objective", ["sampled", "exact"])
+def test_label_mode_trains_on_the_rollouts_own_forward(tiny_model_dir, objective):
+    """One iteration on one micro-batch: the forward the labels are sampled from is the loss's forward (the policy
+    runs once per step), and training ends where two separate forwards (two micro-batches) end."""
+    def trained(micro_batches: int):
+        torch.manual_seed(0)
+        data, module = make(tiny_model_dir, lora=False, micro_batches=micro_batches, objective=objective)
+        module.configure_model()
+        forwards = []
+        module.policy.model.register_forward_pre_hook(lambda *_: forwards.append(1))
+        fit(data, module, steps=2)
+        return module, len(forwards), {n: p.detach().clone() for n, p in module.policy.named_parameters()}
+
+    shared, shared_forwards, shared_weights = trained(1)
+    separate, separate_forwards, separate_weights = trained(2)
+    assert shared.shares_label_forward and not separate.shares_label_forward
+    assert shared_forwards == 2 and separate_forwards == 2 * (1 + 2)  # per step: the rollout's, then 2 micro-batches
+    for name, weight in shared_weights.items():
+        torch.testing.assert_close(weight, separate_weights[name], atol=1e-6, rtol=1e-5, msg=name)
