@@ -2,8 +2,9 @@
 CPU processes (gloo) through the CLI, as ``tests/test_distributed.py`` runs DDP.
 
 Run A: label mode, full fine-tuning with a KL term (the frozen reference is sharded too), gradient checkpointing,
-2 micro-batches, clipping active; 2 steps. Run B resumes A's checkpoint folder (``--ckpt_path last``) for a third
-step in generate mode (sampling with sharded parameters, every rank in lockstep) and validates with both readouts.
+clipping active; 2 steps (one micro-batch: the rollout's forward is the loss's, then the reference's, then backward). Run B resumes A's checkpoint folder (``--ckpt_path last``) for a third
+step in generate mode (sampling with sharded parameters, every rank in lockstep; 2 micro-batches, each a backward
+through the sharded layers) and validates with both readouts.
 The checkpoint, consolidated into one file, validates in a single process to the same values.
 """
 
@@ -66,6 +67,7 @@ class FSDP2Probe(Callback):
             policy_fsdp_modules=sum(isinstance(m, FSDPModule) for m in pl_module.policy.modules()),
             reference_sharded=reference is not None and isinstance(reference, FSDPModule),
             lockstep=pl_module.needs_synced_gpus,
+            shares_label_forward=pl_module.shares_label_forward,
             optimizer_steps_at_start=sorted(set(steps)),
             weights_at_start=_checksum(pl_module.policy),
         )
@@ -135,10 +137,11 @@ def _probes(probe_dir) -> list[dict]:
 def fsdp2_runs(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("fsdp2")
     run_a = _fit(tiny_model_dir, root, root / "probe_a", [
-        "--trainer.max_steps", "2", "--model.init_args.micro_batches", "2",
+        "--trainer.max_steps", "2", "--model.init_args.micro_batches", "1",
         "--model.init_args.gradient_clip_val", str(CLIP)])
     run_b = _fit(tiny_model_dir, root, root / "probe_b", [
         "--trainer.max_steps", "3", "--ckpt_path", "last", "--model.init_args.gradient_clip_val", "1000",
+        "--model.init_args.micro_batches", "2",
         "--model.init_args.rollout.mode", "generate", "--model.init_args.rollout.max_new_tokens", "4",
         "--model.init_args.readouts", "[label_probs, sampling]", "--model.init_args.sampling.num_samples", "4",
         "--model.init_args.sampling.max_new_tokens", "4"])
@@ -189,6 +192,7 @@ def test_fsdp2_checkpoint_folder_resumes(fsdp2_runs):
         assert b["optimizer_steps_at_start"] == [2.0]  # AdamW's moments and step counts restored
         assert b["weights_at_start"] == pytest.approx(a["weights_at_end"], rel=1e-12)
         assert b["weights_at_end"] != pytest.approx(b["weights_at_start"], rel=1e-9)  # the third step trained
+    assert all(a["shares_label_forward"] for a in probes_a)  # label mode: one policy forward per step
     # run B is the generate-mode rollout with sharded parameters
     metrics = probes_b[0]["steps"][0]["metrics"]
     assert "rollout/completion_len" in metrics and 0 < metrics["rollout/completion_len"] <= 4
