@@ -27,7 +27,10 @@ PROMPTS = ["Premise: a man plays a guitar. Hypothesis: a person makes music. Ans
 VERBALIZERS = {"one_token": [[11], [12], [13]], "one_to_four_tokens": [[11], [12, 40, 41], [13, 50, 51, 52], [14, 60]]}
 
 
-def tiny(model_dir, architecture: str, checkpointing: bool = False, lora: bool = False):
+def tiny(model_dir, architecture: str, checkpointing=False, lora: bool = False):
+    """``checkpointing``: False, True (the model option: transformers' checkpointing) or "wrapper" (torch's
+    ``checkpoint_wrapper`` around each decoder layer, what the FSDP strategy's activation-checkpointing policy
+    applies)."""
     config = AutoConfig.from_pretrained(model_dir)
     if architecture == "llama":
         config = LlamaConfig(**{k: v for k, v in config.to_dict().items() if k not in ("model_type", "architectures")})
@@ -35,7 +38,12 @@ def tiny(model_dir, architecture: str, checkpointing: bool = False, lora: bool =
         config.num_key_value_heads = 2  # grouped-query attention
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
-    if checkpointing:
+    if checkpointing == "wrapper":
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+
+        layer_class = type(model.model.layers[0])
+        apply_activation_checkpointing(model, check_fn=lambda module: isinstance(module, layer_class))
+    elif checkpointing:
         enable_gradient_checkpointing(model)
     if lora:
         model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
@@ -72,7 +80,9 @@ def values_and_grads(model, fn):
     value = fn(model)
     torch.manual_seed(1)
     (value * torch.randn_like(value)).sum().backward()  # a loss that weighs every entry differently
-    return value.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    wrapper = "._checkpoint_wrapped_module"  # the name torch's checkpoint_wrapper adds to the layers' parameters
+    return value.detach(), {n.replace(wrapper, ""): p.grad.clone() for n, p in model.named_parameters()
+                            if p.grad is not None}
 
 
 def assert_same(a, b, atol=1e-5):
@@ -117,8 +127,13 @@ def answers_for(prompt_ids, group: int, length: int, eos: int):
 @pytest.mark.parametrize("architecture", ["qwen2", "llama"])
 @pytest.mark.parametrize("lora", [False, True])
 @pytest.mark.parametrize("path", ["generate", "label", "sft"])
-def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_dir, prompts, architecture, lora, path):
-    """Each scoring path with checkpointing on equals itself with it off (LoRA and full fine-tuning)."""
+@pytest.mark.parametrize("checkpointing", [True, "wrapper"])
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_dir, prompts, architecture, lora, path,
+                                                         checkpointing):
+    """Each scoring path with checkpointing on equals itself with it off (LoRA and full fine-tuning), with the
+    model option and with the FSDP policy's wrapper."""
+    if checkpointing == "wrapper" and lora:
+        pytest.skip("the wrapper goes around the base model's layers; LoRA is covered by the model option")
     answers, answer_mask = answers_for(prompts[0], group=3, length=6, eos=1)
     verbalizer_ids = VERBALIZERS["one_to_four_tokens"]
     if path == "generate":
@@ -131,7 +146,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_dir, prompts
         def score(m):
             return verbalizer_log_probs(m, *prompts, verbalizer_ids)
     plain = values_and_grads(tiny(tiny_model_dir, architecture, lora=lora), score)
-    model = tiny(tiny_model_dir, architecture, checkpointing=True, lora=lora)
+    model = tiny(tiny_model_dir, architecture, checkpointing=checkpointing, lora=lora)
     mlp = next(m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")).mlp
     calls = []
     mlp.register_forward_pre_hook(lambda *_: calls.append(1))
