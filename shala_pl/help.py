@@ -72,6 +72,8 @@ def subcommand_description(summary: str) -> str:
         "                         (each source's data.source_options: python tools/data_stats.py --help)",
         "model:                   --model.help GRPOModule | SFTModule | VoteModule (zero-shot) lists a method's options",
         f"model.rewards (weights): {names(REWARD_NAMES)}   e.g. --model.init_args.rewards '{{log_score: 1.0}}'",
+        "                         or your own: --model.init_args.rewards '{my_pkg.my_module.brier: 1.0}' "
+        "(signature: shala_pl/rl/rewards.py)",
         f"model.readouts:          {names(get_args(Readout))}",
         f"model.loss.aggregation:  {names(get_args(Aggregation))}",
         f"model.rollout.mode:      {names(get_args(RolloutMode))}",

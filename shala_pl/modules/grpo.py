@@ -24,11 +24,11 @@ from shala_pl.rl.advantages import AdvantageScaling, group_advantages
 from shala_pl.rl.losses import LossOutput, LossSettings, exact_label_loss, grpo_loss
 from shala_pl.metrics.distribution import jensen_shannon_distance
 from shala_pl.rl.rewards import (
-    REWARD_NAMES,
     answer_histogram,
     compute_rewards,
     exact_label_advantages,
     leave_one_out_histogram,
+    resolve_reward,
 )
 from shala_pl.rl.rollout import (
     Rollout,
@@ -60,7 +60,8 @@ class GRPOModule(VoteModule):
     def __init__(
         self,
         rollout: Optional[RolloutSettings] = None,  # None: RolloutSettings()
-        rewards: Optional[dict[str, float]] = None,  # reward name -> weight; None: {"log_score": 1.0}
+        # reward -> weight: a built-in name or an import path (shala_pl/rl/rewards.py); None: {"log_score": 1.0}
+        rewards: Optional[dict[str, float]] = None,
         invalid_reward: Optional[float] = None,  # reward of an unparseable answer; None: the batch's lowest
         advantage_scaling: AdvantageScaling = "none",
         weighting: Optional[AmbiguityWeighting] = None,  # None: AmbiguityWeighting()
@@ -99,7 +100,7 @@ class GRPOModule(VoteModule):
 
     def _check_options(self) -> None:
         for name, weight in self.reward_weights.items():
-            checks.one_of("rewards", name, REWARD_NAMES)
+            resolve_reward(name)  # a ConfigValueError for an unknown name or a wrong signature
             checks.require(math.isfinite(weight), f"rewards.{name}", "a finite weight", weight)
         checks.one_of("advantage_scaling", self.advantage_scaling, get_args(AdvantageScaling))
         checks.positive_int("num_iterations", self.num_iterations)

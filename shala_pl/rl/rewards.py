@@ -1,6 +1,25 @@
 """Rewards for a group of answers, computed against the human vote distribution p.
 
-Every reward takes the chosen label indices ``choices`` [B, G] (-1 = unparseable answer) and returns [B, G].
+A reward is any importable callable that returns one value per answer, [B, G], from some of these keyword
+arguments (it declares the ones it uses by name; ``**kwargs`` takes all):
+
+- ``choices`` [B, G] long: each answer's label index, -1 for an unparseable answer;
+- ``human`` [B, K]: the human vote distribution p;
+- ``policy_probs``: the policy's label distribution pi, [B, K] exact in ``label`` mode; in ``generate`` mode one
+  estimate per answer, [B, G, K] (the leave-one-out histogram of the rest of its group, see
+  ``leave_one_out_histogram``);
+- ``majority`` [B] long: the most-voted label.
+
+Other parameters need defaults. In YAML a reward is named by import path, with its weight::
+
+    model:
+      init_args:
+        rewards: {log_score: 1.0, my_pkg.my_module.brier: 0.5}
+
+The built-ins below are registered under their short names (``BUILTIN_REWARDS``). ``resolve_reward`` checks a
+name and the signature when GRPOModule is built, so a typo is a config error, not a failure at the first step.
+An unparseable answer gets the batch's lowest valid value of each reward (or ``invalid_reward``) unless the reward
+scores invalid answers itself: mark it with ``fn.scores_invalid_answers = True`` (as ``format`` is).
 
 Which reward optimises what:
 - ``log_score`` (SHALA's default): r = log(p_k + eps) - log pi(k|x). Its expectation under the policy is
@@ -18,18 +37,46 @@ Which reward optimises what:
 
 from __future__ import annotations
 
+import functools
+import importlib
+import inspect
+from typing import Callable
 
 import torch
 from torch import Tensor
 
+from shala_pl.errors import ConfigValueError
+from shala_pl.rl.checks import require
 from shala_pl.metrics.distribution import jensen_shannon_distance
 
-REWARD_NAMES = ("log_score", "group_jsd", "vote_share", "majority", "format")
+REWARD_INPUTS = ("choices", "human", "policy_probs", "majority")
+OPTION = "model.init_args.rewards"  # how errors name the option
 
 
 def _gather(values: Tensor, choices: Tensor) -> Tensor:
     """values [B, K], choices [B, G] (-1 allowed) -> values at the chosen labels [B, G] (0 where invalid)."""
     return values.gather(1, choices.clamp(min=0))
+
+
+def _label_counts(choices: Tensor, num_labels: int, like: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Each group's count of valid answers per label [B, K] (float32, or ``like``'s dtype), and the answers'
+    validity [B, G] in the same dtype."""
+    counts = torch.zeros(choices.shape[0], num_labels, device=choices.device) if like is None else \
+        torch.zeros_like(like)
+    valid = (choices >= 0).to(counts.dtype)
+    return counts.scatter_add_(1, choices.clamp(min=0), valid), valid
+
+
+def _own_answer(choices: Tensor, valid: Tensor, num_labels: int) -> Tensor:
+    """Each valid answer as a one-hot count, [B, G] -> [B, G, K] (zeros for an invalid answer)."""
+    return torch.nn.functional.one_hot(choices.clamp(min=0), num_labels).to(valid.dtype) * valid.unsqueeze(-1)
+
+
+def _frequencies(counts: Tensor) -> Tensor:
+    """Counts [..., K] -> frequencies; a row without counts gives uniform."""
+    total = counts.sum(-1, keepdim=True)
+    uniform = torch.full_like(counts, 1.0 / counts.shape[-1])
+    return torch.where(total > 0, counts / total.clamp(min=1e-12), uniform)
 
 
 def log_score_reward(choices: Tensor, human: Tensor, policy_probs: Tensor, eps: float = 1e-3) -> Tensor:
@@ -66,14 +113,13 @@ def format_reward(choices: Tensor) -> Tensor:
     return (choices >= 0).to(torch.float32)
 
 
+format_reward.scores_invalid_answers = True
+
+
 def answer_histogram(choices: Tensor, num_labels: int, smoothing: float = 0.0) -> Tensor:
     """Label frequencies of each group's valid answers, [B, G] -> [B, K]; all-invalid groups give uniform."""
-    counts = torch.zeros(choices.shape[0], num_labels, device=choices.device)
-    counts.scatter_add_(1, choices.clamp(min=0), (choices >= 0).to(counts.dtype))
-    counts = counts + smoothing
-    total = counts.sum(-1, keepdim=True)
-    uniform = torch.full_like(counts, 1.0 / num_labels)
-    return torch.where(total > 0, counts / total.clamp(min=1e-12), uniform)
+    counts, _ = _label_counts(choices, num_labels)
+    return _frequencies(counts + smoothing)
 
 
 def leave_one_out_histogram(choices: Tensor, num_labels: int, smoothing: float | None = None) -> Tensor:
@@ -87,14 +133,8 @@ def leave_one_out_histogram(choices: Tensor, num_labels: int, smoothing: float |
     (.59, .31, .09), JS distance 0.01 (expected reward gradient over Binomial(G-1, pi) counts, K=3, G=8).
     """
     smoothing = 1.0 / num_labels if smoothing is None else smoothing
-    valid = (choices >= 0).to(torch.float32)
-    counts = torch.zeros(choices.shape[0], num_labels, device=choices.device)
-    counts.scatter_add_(1, choices.clamp(min=0), valid)  # [B, K]
-    own = torch.nn.functional.one_hot(choices.clamp(min=0), num_labels).to(counts.dtype) * valid.unsqueeze(-1)
-    others = counts.unsqueeze(1) - own + smoothing  # [B, G, K]
-    total = others.sum(-1, keepdim=True)
-    uniform = torch.full_like(others, 1.0 / num_labels)
-    return torch.where(total > 0, others / total.clamp(min=1e-12), uniform)
+    counts, valid = _label_counts(choices, num_labels)  # [B, K]
+    return _frequencies(counts.unsqueeze(1) - _own_answer(choices, valid, num_labels) + smoothing)  # [B, G, K]
 
 
 def group_jsd_reward(choices: Tensor, human: Tensor) -> Tensor:
@@ -105,21 +145,75 @@ def group_jsd_reward(choices: Tensor, human: Tensor) -> Tensor:
     answers get ``compute_rewards``' floor either way.
     """
     num_labels = human.shape[1]
-    valid = (choices >= 0).to(torch.float32)
-    counts = torch.zeros_like(human).scatter_add_(1, choices.clamp(min=0), valid)  # [B, K]
+    counts, valid = _label_counts(choices, num_labels, like=human)  # [B, K]
     n_valid = counts.sum(-1, keepdim=True)  # [B, 1]
     full = jensen_shannon_distance(human, counts / n_valid.clamp(min=1)).float()  # [B]
-    one_hot = torch.nn.functional.one_hot(choices.clamp(min=0), num_labels).to(counts.dtype) * valid.unsqueeze(-1)
-    loo_counts = counts.unsqueeze(1) - one_hot  # [B, G, K]
-    loo_total = loo_counts.sum(-1, keepdim=True)
-    uniform = torch.full_like(loo_counts, 1.0 / num_labels)
-    loo_hist = torch.where(loo_total > 0, loo_counts / loo_total.clamp(min=1), uniform)
+    loo_hist = _frequencies(counts.unsqueeze(1) - _own_answer(choices, valid, num_labels))  # [B, G, K]
     loo = jensen_shannon_distance(human.unsqueeze(1).expand_as(loo_hist), loo_hist).float()  # [B, G]
     return (loo - full.unsqueeze(1)) * valid * (n_valid >= 2)
 
 
+BUILTIN_REWARDS: dict[str, Callable[..., Tensor]] = {
+    "log_score": log_score_reward,
+    "group_jsd": group_jsd_reward,
+    "vote_share": vote_share_reward,
+    "majority": majority_reward,
+    "format": format_reward,
+}
+REWARD_NAMES = tuple(BUILTIN_REWARDS)
+
+
+@functools.lru_cache(maxsize=None)
+def resolve_reward(name: str) -> Callable[..., Tensor]:
+    """A built-in's short name or an import path ``package.module.function`` -> the reward callable, its
+    signature checked against ``REWARD_INPUTS``; ``ConfigValueError`` naming ``model.init_args.rewards`` if not."""
+    if name in BUILTIN_REWARDS:
+        return BUILTIN_REWARDS[name]
+    expected = f"one of {', '.join(REWARD_NAMES)} or an import path package.module.function"
+    module_name, _, attribute = name.rpartition(".")
+    require(bool(module_name), OPTION, expected, name, "unknown reward")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigValueError(f"{OPTION} must be {expected}, got {name!r} (unknown reward: cannot import "
+                               f"{module_name!r}: {error})") from None
+    fn = getattr(module, attribute, None)
+    require(fn is not None, OPTION, expected, name, f"unknown reward: module {module_name!r} has no {attribute!r}")
+    _check_signature(name, fn)
+    return fn
+
+
+def _check_signature(name: str, fn) -> None:
+    usage = (f"callables taking some of {', '.join(REWARD_INPUTS)} by keyword (other parameters with defaults) "
+             "and returning [B, G]")
+    require(callable(fn), OPTION, usage, name, f"a {type(fn).__name__}")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # no introspectable signature (some builtins): trust it
+    parameters = signature.parameters.values()
+    takes = [p.name for p in parameters if p.name in REWARD_INPUTS and p.kind in (p.POSITIONAL_OR_KEYWORD,
+                                                                                   p.KEYWORD_ONLY)]
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in parameters)
+    unfilled = [p.name for p in parameters if p.name not in takes and p.default is p.empty
+                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    problem = f"parameter(s) {', '.join(unfilled)} without a default" if unfilled else "none of the inputs"
+    require(not unfilled and bool(takes or takes_all), OPTION, usage, name,
+            f"{getattr(fn, '__name__', name)}{signature} has {problem}")
+
+
+def _call(fn, inputs: dict[str, Tensor]) -> Tensor:
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return fn(**inputs)
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return fn(**inputs)
+    return fn(**{key: value for key, value in inputs.items() if key in parameters})
+
+
 def compute_rewards(
-    weights: dict[str, float],
+    weights: dict[str, float],  # reward name (built-in or import path) -> weight
     choices: Tensor,  # [B, G]
     human: Tensor,  # [B, K]
     majority: Tensor,  # [B]
@@ -128,26 +222,20 @@ def compute_rewards(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Weighted sum of the named rewards, [B, G], and each component (for logging).
 
-    An unparseable answer gets ``invalid_reward`` from every non-format component, by default the lowest value
-    that component gave any valid answer in the batch, so it is never better than a real answer.
+    An unparseable answer gets ``invalid_reward`` from every component that does not score invalid answers itself
+    (all but ``format``), by default the lowest value that component gave any valid answer in the batch, so it is
+    never better than a real answer.
     """
-    unknown = set(weights) - set(REWARD_NAMES)
-    if unknown:
-        raise ValueError(f"unknown reward(s) {sorted(unknown)}; choose from {REWARD_NAMES}")
+    inputs = {"choices": choices, "human": human, "policy_probs": policy_probs, "majority": majority}
     valid = choices >= 0
     components: dict[str, Tensor] = {}
     for name in weights:
-        if name == "log_score":
-            value = log_score_reward(choices, human, policy_probs)
-        elif name == "group_jsd":
-            value = group_jsd_reward(choices, human)
-        elif name == "vote_share":
-            value = vote_share_reward(choices, human)
-        elif name == "majority":
-            value = majority_reward(choices, majority)
-        else:
-            value = format_reward(choices)
-        if name != "format":
+        fn = resolve_reward(name)
+        value = _call(fn, inputs)
+        if not isinstance(value, Tensor) or value.shape != choices.shape:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"reward {name!r} returned {shape}, expected one value per answer {tuple(choices.shape)}")
+        if not getattr(fn, "scores_invalid_answers", False):
             if invalid_reward is not None:
                 floor = torch.tensor(float(invalid_reward), device=value.device)
             elif valid.any():
