@@ -50,7 +50,7 @@ class DDPProbe(Callback):
         if batch_idx == 0:
             self.record["rollout_seed"] = torch.initial_seed()
         self._allreduces, self._step_before = 0, trainer.global_step
-        self.record["train_indices"] += batch["index"].tolist()
+        self.record["train_indices"] += batch.index.tolist()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         steps = trainer.global_step - self._step_before
@@ -62,7 +62,7 @@ class DDPProbe(Callback):
         self._val_examples = 0
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self._val_examples += int((~batch["is_padding"]).sum())
+        self._val_examples += int((~batch.is_padding).sum())
 
     def on_validation_end(self, trainer, pl_module):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}

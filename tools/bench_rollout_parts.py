@@ -71,7 +71,7 @@ def main(argv=None) -> int:
                               batch_size=b)
         data.setup("fit")
         batch = next(iter(data.train_dataloader()))
-    prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"]
+    prompt_ids, prompt_mask = batch.prompt_ids, batch.prompt_mask
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     model.eval()
 

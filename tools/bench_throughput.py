@@ -334,7 +334,7 @@ def time_readout(settings: dict, model_dir: Path) -> dict:
     timings, probs = {}, {}
     with torch.no_grad():
         for name, score in (("ours", lambda b: module.label_probs(b)),
-                            ("plain", lambda b: plain_label_probs(model, b["prompt_ids"], b["prompt_mask"],
+                            ("plain", lambda b: plain_label_probs(model, b.prompt_ids, b.prompt_mask,
                                                                   module.verbalizer_ids))):
             start = time.perf_counter()
             probs[name] = torch.cat([score(b) for b in batches])

@@ -69,7 +69,7 @@ def main(argv=None) -> None:
     for batch in loader():
         with torch.no_grad():
             for readout, result in module.readout_probs(batch).items():
-                metrics[readout].update(result.probs.float(), batch["human"], batch["majority"])
+                metrics[readout].update(result.probs.float(), batch.human, batch.majority)
                 predicted[readout].update(data.label_names[i] for i in result.probs.argmax(-1).tolist())
                 if result.choices is not None:
                     parsed += int((result.choices >= 0).sum())

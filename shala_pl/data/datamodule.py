@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from shala_pl.data.batch import VoteBatch
 from shala_pl.data.example import DataError, OnInvalid, VoteExample
 from shala_pl.data.prompts import PromptSettings, label_continuations, render_prompt, verbalizer_words
 from shala_pl.data.sampling import EvalSampler, MarkPadding, ResumableDataLoader, TrainSampler, requires_lockstep
@@ -54,8 +55,9 @@ class VoteDataModule(LightningDataModule):
     ``val_from_test`` > 0 the validation set is that seeded fraction of the test file instead, and the test set the
     rest, so the two never share an example).
 
-    Batches: ``prompt_ids``/``prompt_mask`` [B, L] left-padded, ``human`` [B, K] (p), ``votes`` [B, K],
-    ``majority`` [B], ``multilabel`` [B, K], ``index`` [B] (position in the split), ``uid`` (list of str).
+    Batches: a ``VoteBatch`` (``shala_pl/data/batch.py``): ``prompt_ids``/``prompt_mask`` [B, L] left-padded,
+    ``human`` [B, K] (p), ``votes`` [B, K], ``majority`` [B], ``multilabel`` [B, K], ``index`` [B] (position in the
+    split), ``uid`` (list of str), ``is_padding`` [B].
 
     ``predict`` writes ``predict_split``: ``test`` (default), ``val``, ``train``, or ``all`` (every example read, in
     file order, each uid once: what ``tools/evaluate.py`` expects when given the whole data file).
@@ -253,7 +255,7 @@ class VoteDataModule(LightningDataModule):
         for split in needed.get(stage, ["train", "val", "test"]):
             self._dataset(split)
 
-    def collate(self, rows: list[dict]) -> dict:
+    def collate(self, rows: list[dict]) -> VoteBatch:
         pad_id = self.tokenizer.pad_token_id
         length = max(len(r["prompt_ids"]) for r in rows)
         ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
@@ -263,17 +265,17 @@ class VoteDataModule(LightningDataModule):
             ids[row, length - n :] = torch.tensor(r["prompt_ids"], dtype=torch.long)
             mask[row, length - n :] = 1
         votes = torch.tensor([r["votes"] for r in rows], dtype=torch.float32)
-        return {
-            "prompt_ids": ids,
-            "prompt_mask": mask,
-            "votes": votes,
-            "human": votes / votes.sum(-1, keepdim=True),
-            "majority": torch.tensor([r["majority"] for r in rows], dtype=torch.long),
-            "multilabel": torch.tensor([r["multilabel"] for r in rows], dtype=torch.float32),
-            "index": torch.tensor([r["index"] for r in rows], dtype=torch.long),
-            "uid": [r["uid"] for r in rows],
-            "is_padding": torch.tensor([bool(r.get("is_padding", False)) for r in rows], dtype=torch.bool),
-        }
+        return VoteBatch(
+            prompt_ids=ids,
+            prompt_mask=mask,
+            votes=votes,
+            human=votes / votes.sum(-1, keepdim=True),
+            majority=torch.tensor([r["majority"] for r in rows], dtype=torch.long),
+            multilabel=torch.tensor([r["multilabel"] for r in rows], dtype=torch.float32),
+            index=torch.tensor([r["index"] for r in rows], dtype=torch.long),
+            uid=[r["uid"] for r in rows],
+            is_padding=torch.tensor([bool(r.get("is_padding", False)) for r in rows], dtype=torch.bool),
+        )
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         """Training (``shuffle=True``): a seeded, resumable, rank-sharded loader. Evaluation: contiguous shards

@@ -17,6 +17,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from shala_pl.data.batch import VoteBatch
 from shala_pl.errors import ConfigValueError
 from shala_pl.metrics import build_eval_metrics, compute_flat
 from shala_pl.models.loading import DType, LoraSettings, load_causal_lm, load_tokenizer
@@ -144,17 +145,17 @@ class VoteModule(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- readouts: the model's label distribution ------------------------------------------------------------------
-    def label_probs(self, batch: dict, model=None) -> Tensor:
+    def label_probs(self, batch: VoteBatch, model=None) -> Tensor:
         """Exact label distribution from one forward pass over the verbalizers, [B, K]."""
         model = model if model is not None else self.policy
-        return label_log_probs(model, batch["prompt_ids"], batch["prompt_mask"], self.verbalizer_ids).exp()
+        return label_log_probs(model, batch.prompt_ids, batch.prompt_mask, self.verbalizer_ids).exp()
 
-    def sampled_probs(self, batch: dict) -> "ReadoutResult":
+    def sampled_probs(self, batch: VoteBatch) -> "ReadoutResult":
         """Histogram of parsed sampled answers, [B, K], with the answers and their labels (num_samples each)."""
         n = self.sampling.num_samples
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(self.sampling.seed + int(batch["index"][0]))
-            ids, mask = generate_answers(self.policy, self.tokenizer, batch["prompt_ids"], batch["prompt_mask"],
+            torch.manual_seed(self.sampling.seed + int(batch.index[0]))
+            ids, mask = generate_answers(self.policy, self.tokenizer, batch.prompt_ids, batch.prompt_mask,
                                          self.sampling.generation(), n, synced_gpus=self.needs_synced_gpus)
         choices, texts = parse_answers(self.tokenizer, self.parser, ids, mask)
         choices = choices.view(-1, n)  # [B, n]
@@ -168,7 +169,7 @@ class VoteModule(LightningModule):
 
         return self._trainer is not None and requires_lockstep(self.trainer.strategy)
 
-    def readout_probs(self, batch: dict) -> dict[str, "ReadoutResult"]:
+    def readout_probs(self, batch: VoteBatch) -> dict[str, "ReadoutResult"]:
         out = {}
         for readout in self.readouts:
             if readout == "label_probs":
@@ -178,18 +179,18 @@ class VoteModule(LightningModule):
         return out
 
     # -- evaluation ----------------------------------------------------------------------------------------------
-    def _evaluate(self, batch: dict, stage: str, batch_idx: int) -> None:
+    def _evaluate(self, batch: VoteBatch, stage: str, batch_idx: int) -> None:
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         with torch.no_grad():
             for readout, result in self.readout_probs(batch).items():
                 probs = result.probs
                 if batch_idx == 0 and readout == self.readouts[0]:
                     n = min(FIGURE_EXAMPLES, probs.shape[0])
-                    self._figure_examples = (batch["uid"][:n], probs[:n].tolist(), batch["human"][:n].tolist())
+                    self._figure_examples = (batch.uid[:n], probs[:n].tolist(), batch.human[:n].tolist())
                 # Rows marked is_padding only keep sharded ranks in lockstep (shala_pl.data.sampling): not scored.
-                keep = ~batch["is_padding"] if "is_padding" in batch else slice(None)
-                metrics[readout].update(probs[keep].float(), batch["human"][keep], batch["majority"][keep],
-                                        multilabel_target=batch["multilabel"][keep] if self.multilabel else None)
+                keep = ~batch.is_padding
+                metrics[readout].update(probs[keep].float(), batch.human[keep], batch.majority[keep],
+                                        multilabel_target=batch.multilabel[keep] if self.multilabel else None)
                 if result.choices is not None:
                     self.invalid_rate[stage].update((result.choices[keep] < 0).float())
 
@@ -209,7 +210,7 @@ class VoteModule(LightningModule):
         self.log_dict(logged, sync_dist=False, rank_zero_only=False)  # already synced by torchmetrics
         return logged
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: VoteBatch, batch_idx: int) -> None:
         self._evaluate(batch, "val", batch_idx)
 
     def on_validation_epoch_end(self) -> None:
@@ -236,30 +237,30 @@ class VoteModule(LightningModule):
             experiment.add_figure("val/model_vs_human", plots.model_vs_human(self.label_names, uids, model, human),
                                   step)
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
+    def test_step(self, batch: VoteBatch, batch_idx: int) -> None:
         self._evaluate(batch, "test", batch_idx)
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
 
-    def training_step(self, batch: dict, batch_idx: int):
+    def training_step(self, batch: VoteBatch, batch_idx: int):
         raise RuntimeError("VoteModule is the zero-shot method: use validate, test or predict, "
                            "or pick a training method (GRPOModule, SFTModule)")
 
-    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+    def predict_step(self, batch: VoteBatch, batch_idx: int) -> list[dict]:
         with torch.no_grad():
             readouts = self.readout_probs(batch)
         main_readout = self.readouts[0]
         probs = readouts[main_readout].probs
         rows = []
-        for i, uid in enumerate(batch["uid"]):
-            if "is_padding" in batch and bool(batch["is_padding"][i]):
+        for i, uid in enumerate(batch.uid):
+            if bool(batch.is_padding[i]):
                 continue
             row = {
                 "uid": uid,
                 "probs": [float(x) for x in probs[i]],
                 "predicted_label": self.label_names[int(probs[i].argmax())],
-                "human": [float(x) for x in batch["human"][i]],
+                "human": [float(x) for x in batch.human[i]],
                 "readout": main_readout,
             }
             if "sampling" in readouts:

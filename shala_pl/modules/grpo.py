@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.strategies import DeepSpeedStrategy
 from torch import Tensor
 
+from shala_pl.data.batch import VoteBatch
 from shala_pl.errors import ConfigValueError
 from shala_pl.models.scoring import label_log_probs, shared_prompt_completion_log_probs
 from shala_pl.modules.base import VoteModule
@@ -183,18 +184,18 @@ class GRPOModule(VoteModule):
         return super().load_state_dict(state_dict, strict=strict, **kwargs)
 
     # -- one training step, top to bottom ------------------------------------------------------------------------------
-    def training_step(self, batch: dict, batch_idx: int) -> None:
+    def training_step(self, batch: VoteBatch, batch_idx: int) -> None:
         start = time.perf_counter()
         rollout = self.make_rollout(batch)  # G answers per prompt, parsed into labels
         rollout_s = time.perf_counter() - start
 
         rewards, components = compute_rewards(  # [B, G], scored against p, not the majority label
-            self.reward_weights, rollout.choices, batch["human"], batch["majority"], self.reward_policy_probs(rollout),
+            self.reward_weights, rollout.choices, batch.human, batch.majority, self.reward_policy_probs(rollout),
             self.invalid_reward,
         )
         batch_std = self._global_std(rewards) if self.advantage_scaling == "batch" else None
         if self.objective == "exact":  # every label's advantage in closed form; the samples are only logged
-            advantages = self.reward_weights["log_score"] * exact_label_advantages(batch["human"],
+            advantages = self.reward_weights["log_score"] * exact_label_advantages(batch.human,
                                                                                    rollout.policy_probs)  # [B, K]
         else:
             advantages = group_advantages(rewards, self.advantage_scaling, batch_std)  # [B, G]
@@ -209,10 +210,10 @@ class GRPOModule(VoteModule):
                           rollout_s=rollout_s, update_s=update_s)
 
     # -- rollout -------------------------------------------------------------------------------------------------------
-    def make_rollout(self, batch: dict) -> Rollout:
+    def make_rollout(self, batch: VoteBatch) -> Rollout:
         label_logp = None
         if self.shares_label_forward:  # the training forward, run first: its probabilities are the rollout's too
-            label_logp = label_log_probs(self.policy, batch["prompt_ids"], batch["prompt_mask"], self.verbalizer_ids)
+            label_logp = label_log_probs(self.policy, batch.prompt_ids, batch.prompt_mask, self.verbalizer_ids)
         # the no-grad passes (sampling, old and reference log-probs) run without dropout whatever disable_dropout says
         with _eval_mode(self.policy):
             return self._make_rollout(batch, label_logp)
@@ -225,7 +226,7 @@ class GRPOModule(VoteModule):
         return (self.rollout_settings.mode == "label" and self.num_iterations == 1 and self.micro_batches == 1
                 and self.disable_dropout)
 
-    def _make_rollout(self, batch: dict, label_logp: Optional[Tensor] = None) -> Rollout:
+    def _make_rollout(self, batch: VoteBatch, label_logp: Optional[Tensor] = None) -> Rollout:
         settings, group = self.rollout_settings, self.rollout_settings.num_generations
         if settings.mode == "label":
             if label_logp is not None:
@@ -234,11 +235,11 @@ class GRPOModule(VoteModule):
                 with torch.no_grad():
                     probs = self.label_probs(batch)  # [B, K]
             choices = torch.multinomial(probs, group, replacement=True)  # [B, G]
-            rollout = Rollout(choices=choices, policy_probs=probs, prompt_ids=batch["prompt_ids"],
-                              prompt_mask=batch["prompt_mask"], label_logp=label_logp)
+            rollout = Rollout(choices=choices, policy_probs=probs, prompt_ids=batch.prompt_ids,
+                              prompt_mask=batch.prompt_mask, label_logp=label_logp)
         else:
             completion_ids, completion_mask = generate_answers(
-                self.policy, self.tokenizer, batch["prompt_ids"], batch["prompt_mask"], settings, group,
+                self.policy, self.tokenizer, batch.prompt_ids, batch.prompt_mask, settings, group,
                 synced_gpus=self.needs_synced_gpus,
             )
             choices, texts = parse_answers(self.tokenizer, self.parser, completion_ids, completion_mask)
@@ -253,8 +254,8 @@ class GRPOModule(VoteModule):
                 # the group's answer histogram (one pseudo-answer spread over the labels) stands in for pi(k|x),
                 # which free text does not expose; rewards use each answer's leave-one-out version
                 policy_probs=answer_histogram(choices, len(self.label_names), smoothing=1.0 / len(self.label_names)),
-                prompt_ids=batch["prompt_ids"],
-                prompt_mask=batch["prompt_mask"],
+                prompt_ids=batch.prompt_ids,
+                prompt_mask=batch.prompt_mask,
                 completion_ids=completion_ids,
                 completion_mask=completion_mask,
                 truncated=truncated.view(-1, group),
@@ -305,16 +306,16 @@ class GRPOModule(VoteModule):
         return slice(prompts.start * group, prompts.stop * group)
 
     # -- ambiguity weights -------------------------------------------------------------------------------------------
-    def ambiguity_weights(self, batch: dict, rollout: Rollout) -> Tensor:
+    def ambiguity_weights(self, batch: VoteBatch, rollout: Rollout) -> Tensor:
         if not self.weighting.enabled:
-            return torch.ones(batch["human"].shape[0], device=self.device)
+            return torch.ones(batch.human.shape[0], device=self.device)
         gap = None
         if self.policy_gap is not None:
             # JS distance is at most sqrt(ln 2); scaled to [0, 1] like the entropy term
-            current_gap = jensen_shannon_distance(batch["human"], rollout.policy_probs).float() / math.sqrt(math.log(2))
-            self._update_policy_gap(batch["index"], current_gap)
-            gap = self.policy_gap.read(batch["index"])
-        weights = raw_weights(normalized_entropy(batch["human"]), gap,
+            current_gap = jensen_shannon_distance(batch.human, rollout.policy_probs).float() / math.sqrt(math.log(2))
+            self._update_policy_gap(batch.index, current_gap)
+            gap = self.policy_gap.read(batch.index)
+        weights = raw_weights(normalized_entropy(batch.human), gap,
                               self.weighting.strength_at(self.global_step), self.weighting.dynamic_strength)
         total = self._global_sum(torch.stack([weights.sum(), weights.new_tensor(float(weights.numel()))]))
         return normalize_to_mean_one(weights, total[0], total[1])
@@ -336,10 +337,10 @@ class GRPOModule(VoteModule):
         return ((stats[1] / stats[2] - mean**2).clamp(min=0) * stats[2] / (stats[2] - 1).clamp(min=1)).sqrt()
 
     # -- update --------------------------------------------------------------------------------------------------------
-    def optimization_step(self, batch: dict, rollout: Rollout, advantages: Tensor, weights: Tensor):
+    def optimization_step(self, batch: VoteBatch, rollout: Rollout, advantages: Tensor, weights: Tensor):
         """One optimizer step over the whole rollout batch, in ``micro_batches`` backward passes."""
         optimizer = self.optimizers()
-        num_prompts = batch["prompt_ids"].shape[0]
+        num_prompts = batch.prompt_ids.shape[0]
         bounds = torch.linspace(0, num_prompts, min(self.micro_batches, num_prompts) + 1).round().long().tolist()
         num_tokens = self._global_answer_tokens(rollout) if self.loss_settings.aggregation == "dapo" else None
         outputs, shares = [], []
@@ -495,11 +496,11 @@ class GRPOModule(VoteModule):
         self.invalid_answers_total += (~valid).sum()  # stays on the device: no sync outside log steps
         self.all_invalid_groups_total += (~valid).all(dim=1).sum()
         full_size = getattr(self.trainer.datamodule, "batch_size", None)
-        if full_size is not None and batch["human"].shape[0] < full_size:
+        if full_size is not None and batch.human.shape[0] < full_size:
             self.short_batches += 1  # an epoch's last, smaller batch: trained on as is
         if not self._is_log_step():
             return
-        size = batch["human"].shape[0]
+        size = batch.human.shape[0]
         # averaged over ranks, here only: a log step's one all-reduce
         self.log_dict(self._rank_metrics(batch, rollout, rewards, components, loss_out), on_step=True, on_epoch=False,
                       batch_size=size, sync_dist=True)
@@ -512,7 +513,7 @@ class GRPOModule(VoteModule):
             "train/grad_norm": grad_norm,
             "train/ambiguity_weight_mean": weights.mean(),
             "train/ambiguity_weight_max": weights.max(),
-            "train/ambiguity_weight_entropy_corr": _correlation(weights, normalized_entropy(batch["human"])),
+            "train/ambiguity_weight_entropy_corr": _correlation(weights, normalized_entropy(batch.human)),
             "perf/rollout_s": rollout_s,
             "perf/update_s": update_s,
             "perf/completions_per_s": n_answers / max(rollout_s + update_s, 1e-9),
@@ -535,7 +536,7 @@ class GRPOModule(VoteModule):
             "train/clip_ratio_low": loss_out.clip_ratio_low,
             "train/clip_ratio_high": loss_out.clip_ratio_high,
             "train/entropy": _entropy(rollout.policy_probs).mean(),
-            "train/policy_jsd": jensen_shannon_distance(batch["human"], rollout.policy_probs).float().mean(),
+            "train/policy_jsd": jensen_shannon_distance(batch.human, rollout.policy_probs).float().mean(),
             "rollout/invalid_rate": (rollout.choices < 0).float().mean(),
         }
         for name, value in components.items():
@@ -556,13 +557,13 @@ class GRPOModule(VoteModule):
         group = self.rollout_settings.num_generations
         lines = ["| uid | p | answer | label | reward |", "|---|---|---|---|---|"]
         for b in range(min(2, rollout.choices.shape[0])):
-            human = ", ".join(f"{x:.2f}" for x in batch["human"][b].tolist())
+            human = ", ".join(f"{x:.2f}" for x in batch.human[b].tolist())
             for g in range(min(4, group)):
                 choice = int(rollout.choices[b, g])
                 text = rollout.texts[b * group + g] if rollout.texts else self.verbalizers[choice]
                 label = self.label_names[choice] if choice >= 0 else "(invalid)"
                 text = text.replace("|", "/").replace("\n", " ")[:120]
-                lines.append(f"| {batch['uid'][b]} | {human} | {text} | {label} | {float(rewards[b, g]):.3f} |")
+                lines.append(f"| {batch.uid[b]} | {human} | {text} | {label} | {float(rewards[b, g]):.3f} |")
         experiment.add_text("rollout/samples", "\n".join(lines), self.global_step)
 
 

@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from shala_pl.data.batch import VoteBatch
 from shala_pl.models.scoring import verbalizer_log_probs
 from shala_pl.modules.base import VoteModule
 
@@ -23,12 +24,12 @@ class SFTModule(VoteModule):
             raise ValueError(f"target must be 'majority' or 'soft', got {target!r}")
         self.target = target
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logp = verbalizer_log_probs(self.policy, batch["prompt_ids"], batch["prompt_mask"], self.verbalizer_ids)
+    def training_step(self, batch: VoteBatch, batch_idx: int) -> torch.Tensor:
+        logp = verbalizer_log_probs(self.policy, batch.prompt_ids, batch.prompt_mask, self.verbalizer_ids)
         if self.target == "majority":
-            targets = F.one_hot(batch["majority"], logp.shape[-1]).to(logp.dtype)
+            targets = F.one_hot(batch.majority, logp.shape[-1]).to(logp.dtype)
         else:
-            targets = batch["human"].to(logp.dtype)
+            targets = batch.human.to(logp.dtype)
         loss = -(targets * logp).sum(-1).mean()
         self.log("train/loss", loss, on_step=True, batch_size=logp.shape[0])
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, batch_size=logp.shape[0])

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from shala_pl.data.batch import VoteBatch
 from shala_pl.data.datamodule import VoteDataModule
 from shala_pl.data.prompts import PromptSettings
 
@@ -42,16 +43,31 @@ def test_batches_are_left_padded_with_votes_majority_and_uids(tiny_model_dir):
     data = snli(tiny_model_dir, batch_size=4)
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
-    ids, mask = batch["prompt_ids"], batch["prompt_mask"]
+    ids, mask = batch.prompt_ids, batch.prompt_mask
     assert ids.shape == mask.shape and ids.shape[0] == 4
     assert (mask[:, -1] == 1).all(), "left padding: every prompt ends at the last position"
     pad = data.tokenizer.pad_token_id
     assert ((ids == pad) == (mask == 0)).all()
-    assert torch.allclose(batch["human"].sum(-1), torch.ones(4))
-    assert torch.allclose(batch["human"], batch["votes"] / batch["votes"].sum(-1, keepdim=True))
-    assert batch["majority"].dtype == torch.long and len(batch["uid"]) == 4
-    example = data.examples("train")[int(batch["index"][0])]
-    assert example.uid == batch["uid"][0]
+    assert torch.allclose(batch.human.sum(-1), torch.ones(4))
+    assert torch.allclose(batch.human, batch.votes / batch.votes.sum(-1, keepdim=True))
+    assert batch.majority.dtype == torch.long and len(batch.uid) == 4
+    example = data.examples("train")[int(batch.index[0])]
+    assert example.uid == batch.uid[0]
+
+
+def test_the_batch_is_one_typed_object_that_lightning_moves_to_a_device(tiny_model_dir):
+    """Lightning's transfer_batch_to_device moves every tensor field of the dataclass; the uids stay as they are."""
+    from lightning.pytorch import LightningModule
+
+    data = snli(tiny_model_dir, batch_size=4)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    assert isinstance(batch, VoteBatch)
+    moved = LightningModule().transfer_batch_to_device(batch, torch.device("meta"), 0)
+    assert isinstance(moved, VoteBatch) and moved.uid == batch.uid
+    tensors = [name for name, value in vars(moved).items() if isinstance(value, torch.Tensor)]
+    assert len(tensors) == 8 and all(getattr(moved, name).device.type == "meta" for name in tensors)
+    assert batch.human.device.type == "cpu"  # a moved copy, the original untouched
 
 
 def test_prompt_goes_through_the_chat_template_and_names_the_verbalizers(tiny_model_dir):
@@ -94,7 +110,7 @@ def test_empty_split_is_an_error(tiny_model_dir):
 @pytest.mark.parametrize("split", ["test", "val", "train", "all"])
 def test_predict_split_chooses_what_predict_serves(tiny_model_dir, split):
     data = snli(tiny_model_dir, predict_split=split)
-    served = [uid for batch in data.predict_dataloader() for uid in batch["uid"]]
+    served = [uid for batch in data.predict_dataloader() for uid in batch.uid]
     every = [ex.uid for ex in data.examples("all")]
     assert served == ([ex.uid for ex in data.examples(split)] if split != "all" else every)
     assert len(every) == 1277 and len(set(every)) == 1277  # all: the whole file, in file order

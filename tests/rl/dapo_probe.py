@@ -13,6 +13,7 @@ import sys
 import torch
 from lightning.pytorch import Callback, Trainer
 
+from shala_pl.data.batch import VoteBatch
 from shala_pl.data.datamodule import VoteDataModule
 from shala_pl.models.loading import LoraSettings
 from shala_pl.modules import GRPOModule
@@ -26,9 +27,9 @@ MAX_NEW_TOKENS = 6
 
 
 class FixedRolloutModule(GRPOModule):
-    def make_rollout(self, batch: dict) -> Rollout:
+    def make_rollout(self, batch: VoteBatch) -> Rollout:
         ids, lengths, choices = [], [], []
-        for index in batch["index"].tolist():
+        for index in batch.index.tolist():
             generator = torch.Generator().manual_seed(index)
             ids.append(torch.randint(10, self.tokenizer.vocab_size, (GROUP, MAX_NEW_TOKENS), generator=generator))
             lengths.append(torch.randint(1, MAX_NEW_TOKENS + 1, (GROUP,), generator=generator))
@@ -36,7 +37,7 @@ class FixedRolloutModule(GRPOModule):
         mask = (torch.arange(MAX_NEW_TOKENS) < torch.cat(lengths).unsqueeze(1)).long()  # [N, T], lengths 1..T
         choices = torch.stack(choices)  # [B, G]
         return Rollout(choices=choices, policy_probs=answer_histogram(choices, len(self.label_names), smoothing=1.0),
-                       prompt_ids=batch["prompt_ids"], prompt_mask=batch["prompt_mask"],
+                       prompt_ids=batch.prompt_ids, prompt_mask=batch.prompt_mask,
                        completion_ids=torch.cat(ids), completion_mask=mask)
 
 
