@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.classification import MulticlassAccuracy
 
 Average = Literal["macro", "micro", "weighted"]
 
@@ -51,30 +52,30 @@ def f1_from_counts(tp: Tensor, fp: Tensor, fn: Tensor, average: str) -> Tensor:
     raise ValueError(f"average must be 'macro', 'micro' or 'weighted', got {average!r}")
 
 
-class MajorityAccuracy(Metric):
-    """Share of examples whose predicted label is the source's majority label."""
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
+class MajorityAccuracy(MulticlassAccuracy):
+    """Share of examples whose predicted label is the source's majority label: torchmetrics'
+    ``MulticlassAccuracy(average="micro")`` (its tp/fn count states, summed across processes), fed
+    ``(preds, majority)`` as the collection routes them, with this module's input checks, computed in float64."""
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("correct", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("total", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        # micro accuracy only counts preds == target: the number of classes does not enter it
+        super().__init__(num_classes=None, average="micro", validate_args=False, **kwargs)
 
     def update(self, preds: Tensor, majority: Tensor) -> None:
         """``preds``: probabilities [B, K] or label indices [B]; ``majority``: majority label indices [B]."""
         labels = predicted_labels(preds)
         if labels.shape != majority.shape:
             raise ValueError(f"got {labels.shape[0]} predictions for {tuple(majority.shape)} majority labels")
-        self.correct += (labels == majority).sum()
-        self.total += labels.numel()
+        super().update(labels, majority)
 
     def compute(self) -> Tensor:
-        return self.correct.to(torch.float64) / self.total
+        tp, fn = self.tp.sum(), self.fn.sum()
+        return tp.to(torch.float64) / (tp + fn)
 
 
+# Macro-F1 stays hand-written: torchmetrics' MulticlassF1Score(average="macro") leaves out labels absent from both
+# targets and predictions, while sklearn's f1_score(labels=range(K)) counts them as F1 = 0. ChaosNLI results are
+# reported the sklearn way, so this one averages over all K labels.
 class MajorityF1(Metric):
     """F1 of the predicted label against the majority label (macro, micro or weighted over all K labels)."""
 
