@@ -68,9 +68,13 @@ def kl_divergence(human: Tensor, model: Tensor) -> Tensor:
     return relative_entropy(normalise(human), floor_model_probs(model)).sum(-1)
 
 
-def entropy(dist: Tensor) -> Tensor:
-    """Per-row Shannon entropy in nats (0·log 0 = 0), [..., K] -> [...] float64."""
-    p = normalise(dist)
+def entropy(dist: Tensor, rescale: bool = True) -> Tensor:
+    """Per-row Shannon entropy in nats (0·log 0 = 0), [..., K] -> [...]; the one entropy of the project.
+
+    ``rescale=True`` (evaluation): rows rescaled to sum to 1 in float64, as scipy does. ``rescale=False`` (training:
+    the ambiguity weights, the logged policy entropy): rows taken as they are, in their own dtype.
+    """
+    p = normalise(dist) if rescale else dist
     return -relative_entropy(p, torch.ones_like(p)).sum(-1)
 
 

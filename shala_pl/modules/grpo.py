@@ -23,7 +23,7 @@ from shala_pl.modules.base import VoteModule
 from shala_pl.rl import checks
 from shala_pl.rl.advantages import AdvantageScaling, group_advantages
 from shala_pl.rl.losses import LossOutput, LossSettings, exact_label_loss, grpo_loss
-from shala_pl.metrics.distribution import jensen_shannon_distance
+from shala_pl.metrics.distribution import entropy, jensen_shannon_distance
 from shala_pl.rl.rewards import (
     answer_histogram,
     compute_rewards,
@@ -535,7 +535,7 @@ class GRPOModule(VoteModule):
             "train/clip_ratio": loss_out.clip_ratio,
             "train/clip_ratio_low": loss_out.clip_ratio_low,
             "train/clip_ratio_high": loss_out.clip_ratio_high,
-            "train/entropy": _entropy(rollout.policy_probs).mean(),
+            "train/entropy": entropy(rollout.policy_probs, rescale=False).mean(),
             "train/policy_jsd": jensen_shannon_distance(batch.human, rollout.policy_probs).float().mean(),
             "rollout/invalid_rate": (rollout.choices < 0).float().mean(),
         }
@@ -608,10 +608,6 @@ def _combine_loss_outputs(outputs: list[LossOutput], shares: list[float]) -> Los
 def _zero_std_groups(rewards: Tensor) -> Tensor:
     """[B] True where all G rewards of a prompt are equal: zero advantage, no learning signal."""
     return torch.isclose(rewards.amax(dim=1), rewards.amin(dim=1))
-
-
-def _entropy(probs: Tensor) -> Tensor:
-    return -torch.where(probs > 0, probs * probs.log(), torch.zeros_like(probs)).sum(-1)
 
 
 def _correlation(a: Tensor, b: Tensor) -> Tensor:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from shala_pl.metrics.distribution import entropy
 from shala_pl.rl import checks
 
 
@@ -44,8 +45,7 @@ class AmbiguityWeighting:
 
 def normalized_entropy(human: Tensor) -> Tensor:
     """Entropy of each row of p [B, K] divided by log K, in [0, 1]."""
-    plogp = torch.where(human > 0, human * torch.log(human), torch.zeros_like(human))
-    return -plogp.sum(-1) / math.log(human.shape[-1])
+    return entropy(human, rescale=False) / math.log(human.shape[-1])
 
 
 def raw_weights(entropy_term: Tensor, gap_term: Tensor | None, strength: float, dynamic_strength: float) -> Tensor:
