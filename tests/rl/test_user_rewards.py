@@ -81,15 +81,18 @@ def test_a_user_reward_gets_the_inputs_it_names_in_either_mode(user_module):
     assert user_module.SEEN_POLICY_SHAPES == [(1, 3), (1, 3, 3)]
 
 
-def test_a_user_reward_trains_from_the_command_line(tiny_model_dir, tmp_path, user_module):
+@pytest.mark.parametrize("mode, policy_shape", [("label", (4, 3)), ("generate", (4, 4, 3))])
+def test_a_user_reward_trains_from_the_command_line(tiny_model_dir, tmp_path, user_module, mode, policy_shape):
+    """Label mode hands the reward the policy's exact [B, K]; generate mode one leave-one-out estimate per answer."""
     LOGGED.clear()
     cli = cli_main(small_quickstart_run(tiny_model_dir, tmp_path / "run", 2,
                                         "--model.init_args.rewards", "{my_scoring.brier: 1.0, format: 0.1}",
+                                        "--model.init_args.rollout.mode", mode,
                                         "--trainer.log_every_n_steps", "1",
                                         "--trainer.callbacks+=test_user_rewards.RecordTrainMetrics"))
     assert cli.trainer.global_step == 2
     assert cli.model.reward_weights == {"my_scoring.brier": 1.0, "format": 0.1}
-    assert user_module.SEEN_POLICY_SHAPES == [(4, 3), (4, 3)]  # label mode: the policy's exact [B, K], twice
+    assert user_module.SEEN_POLICY_SHAPES == [policy_shape] * 2
     assert {"train/reward_my_scoring.brier", "train/reward_format"} <= set(LOGGED)  # logged under the YAML name
 
 
