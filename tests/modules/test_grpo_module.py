@@ -42,13 +42,15 @@ def fit(data, module, steps=1, **trainer_kwargs):
 
 
 @pytest.mark.parametrize("mode", ["label", "generate"])
-def test_one_step_changes_only_the_lora_adapter(tiny_model_dir, mode):
+@pytest.mark.parametrize("gradient_checkpointing", [False, True])
+def test_one_step_changes_only_the_lora_adapter(tiny_model_dir, mode, gradient_checkpointing):
     torch.manual_seed(0)
-    data, module = make(tiny_model_dir, mode=mode)
+    data, module = make(tiny_model_dir, mode=mode, gradient_checkpointing=gradient_checkpointing)
     module.configure_model()
     before = {name: p.detach().clone() for name, p in module.policy.named_parameters()}
     trainer = fit(data, module)
     assert trainer.global_step == 1
+    assert module.policy.base_model.model.model.gradient_checkpointing is gradient_checkpointing
     changed = {name for name, p in module.policy.named_parameters() if not torch.equal(p, before[name])}
     trainable = {name for name, p in module.policy.named_parameters() if p.requires_grad}
     assert changed, "the optimizer step changed nothing"
