@@ -135,8 +135,8 @@ class VoteDataModule(LightningDataModule):
     @property
     def verbalizers(self) -> list[str]:
         """What the model says for each label right after the prompt (linked into the model)."""
-        words = verbalizer_words(self.label_names, self.prompt, self.examples("train")[0].task)
-        return label_continuations(words, self.prompt)
+        task = self.examples("train")[0].task
+        return label_continuations(verbalizer_words(self.label_names, self.prompt, task), self.prompt, task)
 
     @property
     def has_multilabel(self) -> bool:

@@ -35,7 +35,8 @@ def test_nli_defaults_to_yes_maybe_no_after_the_answer_prefix(tiny_model_dir):
     settings = PromptSettings()
     words = verbalizer_words(NLI_LABELS, settings, "nli")
     assert words == ["yes", "maybe", "no"]
-    assert label_continuations(words, settings) == [" yes", " maybe", " no"]
+    assert label_continuations(words, settings, "nli") == [" yes", " maybe", " no"]
+    assert label_continuations(["red"], settings, "generic") == ["red"]  # other tasks open no prefix by default
     text = render_prompt("nli", PAIR, words, settings, AutoTokenizer.from_pretrained(tiny_model_dir))
     assert text.endswith("Reply with one word: yes, maybe, or no.<|im_end|>\n<|im_start|>assistant\nAnswer:")
     # other tasks say their label names; a config's words win over the task's
