@@ -40,8 +40,20 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("SHALA_DEBUG"):
             raise
         print("shala_pl: interrupted", file=sys.stderr)
+        if from_command_line:
+            _exit_now(130)
         return 130
     return 0
+
+
+def _exit_now(code: int) -> None:
+    """Exit with ``code`` without running the interpreter's shutdown. A KeyboardInterrupt that passed through C code
+    running Python source (pybind11's ``exec`` while torch imports) leaves CPython's "unhandled Ctrl-C" flag set
+    even though it was caught here, and the interpreter then ends itself with SIGINT (status -2) instead of ``code``.
+    At start-up nothing is open that a normal shutdown would have to close."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def user_error(error: BaseException):

@@ -10,6 +10,8 @@ resumed ``fit`` keeps logging into the folder it resumes.
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import re
 import warnings
@@ -76,8 +78,14 @@ class ShalaCLI(LightningCLI):
     def fit(self, **kwargs) -> None:
         """``trainer.fit``; a run stopped by a signal exits with the shell's code for it (130 Ctrl-C, 143 SIGTERM)
         once GracefulInterrupt has written its resumable checkpoint, so scripts can tell it from a finished run."""
-        try:
+        with self._signal_exit_codes():
             self.trainer.fit(**kwargs)
+
+    @contextlib.contextmanager
+    def _signal_exit_codes(self):
+        """Lightning ends a run stopped by Ctrl-C with ``sys.exit(1)``; exit with the signal's code instead."""
+        try:
+            yield
         except SystemExit:
             interrupt = next((c for c in self.trainer.callbacks if isinstance(c, GracefulInterrupt)), None)
             if interrupt is None or interrupt.exit_code is None:
@@ -88,8 +96,9 @@ class ShalaCLI(LightningCLI):
         self.before_metrics = None
         config = self.config[self.subcommand]
         if config.validate_before_fit and config.get("ckpt_path") is None:
-            self.before_metrics = _metrics_of(self.trainer.validate(self.model, datamodule=self.datamodule,
-                                                                    verbose=False))
+            with self._signal_exit_codes():
+                before = self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
+            self.before_metrics = _metrics_of(before)
 
     def after_fit(self) -> None:
         if self.trainer.interrupted:

@@ -265,6 +265,23 @@ def test_configs_instantiate_only_the_expected_types(tiny_model_dir, tmp_path):
     assert inspect.signature(VoteModule.__init__).parameters["trust_remote_code"].default is False
 
 
+class CtrlCWhenValidationStarts(Callback):
+    """Presses Ctrl-C on this process as the first validation starts."""
+
+    def on_validation_start(self, trainer, pl_module):
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_during_validation_before_fit_exits_130(tiny_model_dir, tmp_path):
+    """Lightning ends a run it saw Ctrl-C in with status 1; the CLI reports the shell's code for Ctrl-C."""
+    args = small_quickstart_run(tiny_model_dir, tmp_path, 2, "--validate_before_fit", "true",
+                                "--trainer.callbacks", "[{class_path: tests.test_hardening.CtrlCWhenValidationStarts}]")
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    assert stopped.value.code == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Lightning's SIG_IGN is not left behind
+
+
 def test_ctrl_c_during_start_up_is_one_line_and_130():
     """Before training starts there is nothing to save: no traceback, the shell's code for Ctrl-C."""
     process = subprocess.Popen([sys.executable, "-m", "shala_pl", "fit", "--config", "configs/quickstart.yaml"],
