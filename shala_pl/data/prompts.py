@@ -26,7 +26,7 @@ TASK_VERBALIZERS = {"nli": {"entailment": "yes", "neutral": "maybe", "contradict
 TASK_ANSWER_PREFIX = {"nli": "Answer:"}
 
 
-@dataclass
+@dataclass(frozen=True)  # frozen: the DataModule uses one instance as its default
 class PromptSettings:
     reasoning: bool = False  # ask for brief reasoning, then the label inside <answer></answer>
     verbalizers: dict[str, str] = field(default_factory=dict)  # label name -> the word the model says (default:
