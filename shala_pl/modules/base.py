@@ -24,7 +24,7 @@ from shala_pl.models.loading import DType, LoraSettings, load_causal_lm, load_to
 from shala_pl.models.scoring import label_log_probs
 from shala_pl.rl.answer_parsing import AnswerParser
 from shala_pl.rl.rewards import answer_histogram
-from shala_pl.rl.rollout import RolloutSettings, generate_answers, parse_answers
+from shala_pl.rl.rollout import RolloutSettings, sample_answers
 
 log = logging.getLogger(__name__)
 
@@ -152,15 +152,13 @@ class VoteModule(LightningModule):
 
     def sampled_probs(self, batch: VoteBatch) -> "ReadoutResult":
         """Histogram of parsed sampled answers, [B, K], with the answers and their labels (num_samples each)."""
-        n = self.sampling.num_samples
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.sampling.seed + int(batch.index[0]))
-            ids, mask = generate_answers(self.policy, self.tokenizer, batch.prompt_ids, batch.prompt_mask,
-                                         self.sampling.generation(), n, synced_gpus=self.needs_synced_gpus)
-        choices, texts = parse_answers(self.tokenizer, self.parser, ids, mask)
-        choices = choices.view(-1, n)  # [B, n]
-        probs = answer_histogram(choices, len(self.label_names), self.sampling.smoothing)
-        return ReadoutResult(probs, texts, choices)
+            answers = sample_answers(self.policy, self.tokenizer, self.parser, batch.prompt_ids, batch.prompt_mask,
+                                     self.sampling.generation(), self.sampling.num_samples,
+                                     synced_gpus=self.needs_synced_gpus)
+        probs = answer_histogram(answers.choices, len(self.label_names), self.sampling.smoothing)
+        return ReadoutResult(probs, answers.texts, answers.choices)
 
     @property
     def needs_synced_gpus(self) -> bool:

@@ -18,27 +18,14 @@ from torch import Tensor
 
 from shala_pl.data.batch import VoteBatch
 from shala_pl.errors import ConfigValueError
-from shala_pl.models.scoring import label_log_probs, shared_prompt_completion_log_probs
+from shala_pl.metrics.distribution import entropy, jensen_shannon_distance
 from shala_pl.modules.base import VoteModule
 from shala_pl.rl import checks
-from shala_pl.rl.advantages import AdvantageScaling, group_advantages
-from shala_pl.rl.losses import LossOutput, LossSettings, exact_label_loss, grpo_loss
-from shala_pl.metrics.distribution import entropy, jensen_shannon_distance
-from shala_pl.rl.rewards import (
-    answer_histogram,
-    compute_rewards,
-    exact_label_advantages,
-    leave_one_out_histogram,
-    resolve_reward,
-)
-from shala_pl.rl.rollout import (
-    Rollout,
-    RolloutSettings,
-    end_token_ids,
-    generate_answers,
-    parse_answers,
-    truncated_answers,
-)
+from shala_pl.rl.advantages import AdvantageScaling
+from shala_pl.rl.losses import LossOutput, LossSettings
+from shala_pl.rl.modes import LabelRollouts, Rollouts, rollout_mode
+from shala_pl.rl.rewards import compute_rewards, resolve_reward
+from shala_pl.rl.rollout import Rollout, RolloutSettings
 from shala_pl.rl.weighting import (
     AmbiguityWeighting,
     PolicyGapTracker,
@@ -88,6 +75,9 @@ class GRPOModule(VoteModule):
         self.disable_dropout = disable_dropout
         self.objective = objective
         self._check_options()
+        # how answers are drawn, scored and trained on: shala_pl/rl/modes.py
+        self.rollouts: Rollouts = rollout_mode(self.rollout_settings, objective, self.tokenizer, self.parser,
+                                               self.verbalizer_ids, self.reward_weights)
         self.reference = None
         self.policy_gap: Optional[PolicyGapTracker] = None
         self.consecutive_nonfinite = 0
@@ -190,15 +180,12 @@ class GRPOModule(VoteModule):
         rollout_s = time.perf_counter() - start
 
         rewards, components = compute_rewards(  # [B, G], scored against p, not the majority label
-            self.reward_weights, rollout.choices, batch.human, batch.majority, self.reward_policy_probs(rollout),
-            self.invalid_reward,
+            self.reward_weights, rollout.choices, batch.human, batch.majority,
+            self.rollouts.reward_policy_probs(rollout), self.invalid_reward,
         )
         batch_std = self._global_std(rewards) if self.advantage_scaling == "batch" else None
-        if self.objective == "exact":  # every label's advantage in closed form; the samples are only logged
-            advantages = self.reward_weights["log_score"] * exact_label_advantages(batch.human,
-                                                                                   rollout.policy_probs)  # [B, K]
-        else:
-            advantages = group_advantages(rewards, self.advantage_scaling, batch_std)  # [B, G]
+        # [B, G]; the exact objective: [B, K], every label's in closed form (its sampled labels are only logged)
+        advantages = self.rollouts.advantages(rewards, batch.human, rollout, self.advantage_scaling, batch_std)
         weights = self.ambiguity_weights(batch, rollout)  # [B], mean 1 over the global batch
 
         update_start = time.perf_counter()
@@ -211,99 +198,33 @@ class GRPOModule(VoteModule):
 
     # -- rollout -------------------------------------------------------------------------------------------------------
     def make_rollout(self, batch: VoteBatch) -> Rollout:
-        label_logp = None
+        rollout = None
         if self.shares_label_forward:  # the training forward, run first: its probabilities are the rollout's too
-            label_logp = label_log_probs(self.policy, batch.prompt_ids, batch.prompt_mask, self.verbalizer_ids)
+            train_logp = self.rollouts.label_log_probs(self.policy, batch.prompt_ids, batch.prompt_mask)  # [B, K]
+            rollout = self.rollouts.sample_from_training_forward(batch, train_logp)
         # the no-grad passes (sampling, old and reference log-probs) run without dropout whatever disable_dropout says
-        with _eval_mode(self.policy):
-            return self._make_rollout(batch, label_logp)
+        with _eval_mode(self.policy), torch.no_grad():
+            if rollout is None:
+                rollout = self.rollouts.sample(self.policy, batch, synced_gpus=self.needs_synced_gpus)
+            if self.num_iterations > 1:
+                rollout.old_logp = self.rollouts.log_probs(self.policy, rollout)
+            if self.loss_settings.beta > 0:
+                rollout.ref_logp = self.reference_log_probs(rollout)
+        return rollout
 
     @property
     def shares_label_forward(self) -> bool:
         """Label mode with one optimizer step on one micro-batch per rollout and no dropout: the label
         distribution the rollout samples from is exactly what the loss's forward computes, so one forward serves
         both (a label-mode step then runs the policy's forward once instead of twice)."""
-        return (self.rollout_settings.mode == "label" and self.num_iterations == 1 and self.micro_batches == 1
+        return (isinstance(self.rollouts, LabelRollouts) and self.num_iterations == 1 and self.micro_batches == 1
                 and self.disable_dropout)
-
-    def _make_rollout(self, batch: VoteBatch, label_logp: Optional[Tensor] = None) -> Rollout:
-        settings, group = self.rollout_settings, self.rollout_settings.num_generations
-        if settings.mode == "label":
-            if label_logp is not None:
-                probs = label_logp.detach().exp()  # [B, K]
-            else:
-                with torch.no_grad():
-                    probs = self.label_probs(batch)  # [B, K]
-            choices = torch.multinomial(probs, group, replacement=True)  # [B, G]
-            rollout = Rollout(choices=choices, policy_probs=probs, prompt_ids=batch.prompt_ids,
-                              prompt_mask=batch.prompt_mask, label_logp=label_logp)
-        else:
-            completion_ids, completion_mask = generate_answers(
-                self.policy, self.tokenizer, batch.prompt_ids, batch.prompt_mask, settings, group,
-                synced_gpus=self.needs_synced_gpus,
-            )
-            choices, texts = parse_answers(self.tokenizer, self.parser, completion_ids, completion_mask)
-            truncated = truncated_answers(completion_ids, end_token_ids(self.policy, self.tokenizer))  # [N]
-            loss_mask = completion_mask
-            if settings.mask_truncated_completions:
-                choices = choices.masked_fill(truncated, -1)
-                loss_mask = completion_mask * ~truncated.unsqueeze(-1)
-            choices = choices.view(-1, group)
-            rollout = Rollout(
-                choices=choices,
-                # the group's answer histogram (one pseudo-answer spread over the labels) stands in for pi(k|x),
-                # which free text does not expose; rewards use each answer's leave-one-out version
-                policy_probs=answer_histogram(choices, len(self.label_names), smoothing=1.0 / len(self.label_names)),
-                prompt_ids=batch.prompt_ids,
-                prompt_mask=batch.prompt_mask,
-                completion_ids=completion_ids,
-                completion_mask=completion_mask,
-                truncated=truncated.view(-1, group),
-                loss_mask=loss_mask,
-                texts=texts,
-            )
-        with torch.no_grad():
-            if self.num_iterations > 1:
-                rollout.old_logp = self.sequence_log_probs(rollout, self.policy)
-            if self.loss_settings.beta > 0:
-                rollout.ref_logp = self.reference_log_probs(rollout)
-        return rollout
-
-    def sequence_log_probs(self, rollout: Rollout, model, prompts: slice = slice(None)) -> Tensor:
-        """Log-probs of the answers of ``prompts`` under ``model``: [n, T] tokens, or [n, 1] labels in label mode."""
-        if self.rollout_settings.mode == "label":
-            if rollout.label_logp is not None and model is self.policy and torch.is_grad_enabled():
-                logp, rollout.label_logp = rollout.label_logp[prompts], None  # the rollout's forward (see there)
-            else:
-                logp = label_log_probs(model, rollout.prompt_ids[prompts], rollout.prompt_mask[prompts],
-                                       self.verbalizer_ids)  # [b, K]
-            if self.objective == "exact":
-                return logp  # [b, K]: the exact objective uses every label's
-            return logp.gather(1, rollout.choices[prompts]).reshape(-1, 1)
-        rows = self._completion_rows(prompts)
-        # each prompt runs once, shared by its G answers
-        return shared_prompt_completion_log_probs(model, rollout.prompt_ids[prompts], rollout.prompt_mask[prompts],
-                                                  rollout.completion_ids[rows], rollout.completion_mask[rows],
-                                                  self.rollout_settings.temperature)
-
-    def reward_policy_probs(self, rollout: Rollout) -> Tensor:
-        """pi as the log score sees it: exact [B, K] in label mode, each answer's leave-one-out histogram of its
-        group [B, G, K] in generate mode (see ``leave_one_out_histogram`` for why not the whole group's)."""
-        if self.rollout_settings.mode == "label":
-            return rollout.policy_probs
-        return leave_one_out_histogram(rollout.choices, len(self.label_names))
 
     def reference_log_probs(self, rollout: Rollout) -> Tensor:
         if self.uses_lora:
             with self.policy.disable_adapter():
-                return self.sequence_log_probs(rollout, self.policy)
-        return self.sequence_log_probs(rollout, self.reference)
-
-    def _completion_rows(self, prompts: slice) -> slice:
-        group = self.rollout_settings.num_generations
-        if prompts.start is None:
-            return prompts
-        return slice(prompts.start * group, prompts.stop * group)
+                return self.rollouts.log_probs(self.policy, rollout)
+        return self.rollouts.log_probs(self.reference, rollout)
 
     # -- ambiguity weights -------------------------------------------------------------------------------------------
     def ambiguity_weights(self, batch: VoteBatch, rollout: Rollout) -> Tensor:
@@ -385,11 +306,7 @@ class GRPOModule(VoteModule):
 
     def _global_answer_tokens(self, rollout: Rollout) -> Tensor:
         """Answer tokens in the optimizer batch on all ranks (``dapo``'s normaliser): one all-reduce."""
-        if rollout.loss_mask is None:  # label mode: one token per answer
-            count = torch.tensor(float(rollout.choices.numel()), device=self.device)
-        else:
-            count = rollout.loss_mask.sum().float()
-        return self._global_sum(count)
+        return self._global_sum(self.rollouts.answer_tokens(rollout))
 
     @property
     def _grad_scaler(self) -> Optional[torch.amp.GradScaler]:
@@ -407,33 +324,8 @@ class GRPOModule(VoteModule):
 
     def micro_batch_loss(self, rollout: Rollout, advantages: Tensor, weights: Tensor, prompts: slice,
                          num_tokens: Optional[Tensor] = None) -> LossOutput:
-        group = self.rollout_settings.num_generations
-        if self.objective == "exact":
-            return self.exact_micro_batch_loss(rollout, advantages, weights, prompts, num_tokens)
-        logp = self.sequence_log_probs(rollout, self.policy, prompts=prompts)  # [n, T]
-        rows = self._completion_rows(prompts)
-        old_logp = rollout.old_logp[rows] if rollout.old_logp is not None else logp.detach()
-        ref_logp = rollout.ref_logp[rows] if rollout.ref_logp is not None else None
-        if self.rollout_settings.mode == "label":
-            mask, max_length = torch.ones_like(logp, dtype=torch.long), 1
-        else:
-            mask, max_length = rollout.loss_mask[rows], self.rollout_settings.max_new_tokens
-        return grpo_loss(
-            logp, old_logp, ref_logp,
-            advantages[prompts].reshape(-1),  # [n]
-            weights[prompts].repeat_interleave(group),  # [n]
-            mask, self.loss_settings, max_length, num_tokens,
-        )
-
-    def exact_micro_batch_loss(self, rollout: Rollout, advantages: Tensor, weights: Tensor, prompts: slice,
-                               num_tokens: Optional[Tensor] = None) -> LossOutput:
-        logp = self.sequence_log_probs(rollout, self.policy, prompts=prompts)  # [b, K]
-        old_logp = rollout.old_logp[prompts] if rollout.old_logp is not None else logp.detach()
-        ref_logp = rollout.ref_logp[prompts] if rollout.ref_logp is not None else None
-        # dapo: num_tokens counts G answers per prompt of the whole batch; the exact loss averages over its prompts
-        num_prompts = num_tokens / self.rollout_settings.num_generations if num_tokens is not None else None
-        return exact_label_loss(logp, old_logp, ref_logp, advantages[prompts], weights[prompts], self.loss_settings,
-                                num_prompts)
+        logp = self.rollouts.log_probs(self.policy, rollout, prompts)  # [n, T]; [n, 1] labels; [b, K] exact
+        return self.rollouts.loss(rollout, logp, advantages, weights, prompts, self.loss_settings, num_tokens)
 
     def _no_backward_sync(self):
         """Context for a non-final micro-batch's backward: no gradient all-reduce under DDP (``DDP.no_sync`` via
@@ -551,19 +443,22 @@ class GRPOModule(VoteModule):
         return self.global_step % max(self.trainer.log_every_n_steps, 1) == 0
 
     def _log_sample_table(self, batch, rollout, rewards) -> None:
+        """A few prompts (their last characters, where the question is) with their answers, labels and rewards."""
         experiment = getattr(self.logger, "experiment", None)
         if experiment is None or not hasattr(experiment, "add_text"):
             return
         group = self.rollout_settings.num_generations
-        lines = ["| uid | p | answer | label | reward |", "|---|---|---|---|---|"]
+        cell = lambda text: text.replace("|", "/").replace("\n", " ").strip()  # noqa: E731
+        lines = ["| uid | prompt (end) | p | answer | label | reward |", "|---|---|---|---|---|---|"]
         for b in range(min(2, rollout.choices.shape[0])):
+            prompt = self.tokenizer.decode(batch.prompt_ids[b][batch.prompt_mask[b].bool()], skip_special_tokens=True)
             human = ", ".join(f"{x:.2f}" for x in batch.human[b].tolist())
             for g in range(min(4, group)):
                 choice = int(rollout.choices[b, g])
                 text = rollout.texts[b * group + g] if rollout.texts else self.verbalizers[choice]
                 label = self.label_names[choice] if choice >= 0 else "(invalid)"
-                text = text.replace("|", "/").replace("\n", " ")[:120]
-                lines.append(f"| {batch.uid[b]} | {human} | {text} | {label} | {float(rewards[b, g]):.3f} |")
+                lines.append(f"| {batch.uid[b]} | {cell(prompt)[-160:] if g == 0 else ''} | {human} | "
+                             f"{cell(text)[:120]} | {label} | {float(rewards[b, g]):.3f} |")
         experiment.add_text("rollout/samples", "\n".join(lines), self.global_step)
 
 

@@ -206,6 +206,25 @@ def sample_categorical(probs: Tensor) -> Tensor:
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=probs.shape[-1] - 1)
 
 
+@dataclass
+class SampledAnswers:
+    """n free-text answers per prompt and the labels they parse into. N = B * n, grouped by prompt."""
+
+    completion_ids: Tensor  # [N, T]
+    completion_mask: Tensor  # [N, T] 1 up to and including the first end token
+    choices: Tensor  # [B, n] label index of each answer, -1 when it does not parse
+    texts: list[str]  # N decoded answers
+
+
+def sample_answers(model, tokenizer, parser: AnswerParser, prompt_ids: Tensor, prompt_mask: Tensor,
+                   settings: RolloutSettings, n: int, synced_gpus: bool = False) -> SampledAnswers:
+    """Generate -> decode -> parse: what both a generate-mode rollout and the sampling readout start from."""
+    completion_ids, completion_mask = generate_answers(model, tokenizer, prompt_ids, prompt_mask, settings, n,
+                                                       synced_gpus=synced_gpus)
+    choices, texts = parse_answers(tokenizer, parser, completion_ids, completion_mask)
+    return SampledAnswers(completion_ids, completion_mask, choices.view(-1, n), texts)
+
+
 def parse_answers(tokenizer, parser: AnswerParser, completion_ids: Tensor, completion_mask: Tensor) -> tuple[Tensor, list[str]]:
     """Decode and parse [N, T] completions -> label indices [N] and the texts."""
     texts = tokenizer.batch_decode(completion_ids * completion_mask + tokenizer.pad_token_id * (1 - completion_mask),

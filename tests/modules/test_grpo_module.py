@@ -34,9 +34,9 @@ def make_adapter_matter(module) -> None:
 
 
 def fit(data, module, steps=1, **trainer_kwargs):
-    trainer = Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu", enable_model_summary=False,
-                      **trainer_kwargs)
+    trainer = Trainer(**{"max_steps": steps, "logger": False, "enable_checkpointing": False,
+                         "enable_progress_bar": False, "limit_val_batches": 0, "num_sanity_val_steps": 0,
+                         "accelerator": "cpu", "enable_model_summary": False, **trainer_kwargs})
     trainer.fit(module, datamodule=data)
     return trainer
 
@@ -69,8 +69,8 @@ def test_beta_uses_the_adapter_disabled_base_model_as_reference(tiny_model_dir):
     rollout = module.make_rollout(batch)
     base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     with torch.no_grad():
-        expected_ref = module.sequence_log_probs(rollout, base)
-        policy_logp = module.sequence_log_probs(rollout, module.policy)
+        expected_ref = module.rollouts.log_probs(base, rollout)
+        policy_logp = module.rollouts.log_probs(module.policy, rollout)
     assert torch.allclose(rollout.ref_logp, expected_ref, atol=1e-5)
     assert not torch.allclose(rollout.ref_logp, policy_logp, atol=1e-3)
 
@@ -164,7 +164,7 @@ def test_without_dropout_old_log_probs_equal_the_training_forward(tiny_model_dir
     module.policy.train()  # as in training_step
     rollout = module.make_rollout(next(iter(data.train_dataloader())))
     assert module.policy.training  # the no-grad passes ran in eval mode and restored the training mode
-    logp = module.sequence_log_probs(rollout, module.policy)  # the first iteration's training forward
+    logp = module.rollouts.log_probs(module.policy, rollout)  # the first iteration's training forward
     assert logp.requires_grad
     torch.testing.assert_close(rollout.old_logp, logp.detach(), rtol=0, atol=1e-5)
 
@@ -181,7 +181,7 @@ def test_dropout_kept_on_request_stays_out_of_the_no_grad_passes(tiny_model_dir)
     # the exact label distribution and the old log-probs are the same twice: no dropout mask drawn
     torch.testing.assert_close(first.policy_probs, second.policy_probs, rtol=0, atol=0)
     with torch.no_grad():
-        train_mode = module.sequence_log_probs(first, module.policy)  # dropout on: differs
+        train_mode = module.rollouts.log_probs(module.policy, first)  # dropout on: differs
     assert not torch.allclose(train_mode, first.old_logp, atol=1e-4)
 
 
@@ -206,3 +206,22 @@ def test_label_mode_trains_on_the_rollouts_own_forward(tiny_model_dir, objective
     assert shared_forwards == 2 * passes and separate_forwards == 2 * (1 + 2) * passes
     for name, weight in shared_weights.items():
         torch.testing.assert_close(weight, separate_weights[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("mode", ["label", "generate"])
+def test_the_sample_table_shows_each_prompts_end_with_its_answers(tiny_model_dir, tmp_path, mode):
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    torch.manual_seed(0)
+    data, module = make(tiny_model_dir, mode=mode, sample_table_every_n_steps=1)
+    logger = TensorBoardLogger(str(tmp_path), name="run")
+    fit(data, module, logger=logger, log_every_n_steps=1)
+    events = EventAccumulator(logger.log_dir, size_guidance={"tensors": 0}).Reload()
+    table = events.Tensors("rollout/samples/text_summary")[0].tensor_proto.string_val[0].decode()
+    header, _, first, *rest = table.splitlines()
+    assert header.split(" | ")[:2] == ["| uid", "prompt (end)"]
+    # every synthetic prompt ends with the instruction and the opened assistant turn
+    assert first.split(" | ")[1].endswith("Reply with one word: red, green, or blue. assistant")
+    assert len(rest) == min(4, module.rollout_settings.num_generations) * 2 - 1  # two prompts, their answers
+    assert all(line.split(" | ")[1] == "" for line in rest[:3])  # the prompt once per group

@@ -1,0 +1,201 @@
+"""One object per rollout mode: how a batch's G answers per prompt are drawn, scored and turned into a loss.
+
+:func:`rollout_mode` picks one from the config, once, and ``GRPOModule.training_step`` only talks to it:
+
+- :class:`GenerateRollouts` (``rollout.mode: generate``): free-text answers, sampled with the KV cache and parsed
+  into labels; the loss is per answer token.
+- :class:`LabelRollouts` (``rollout.mode: label``): labels drawn from the policy's exact distribution over the label
+  words; an answer is one "token", its label's log-probability.
+- :class:`ExactLabelRollouts` (label mode with ``objective: exact``, the ``shala_exact`` method): the expected loss
+  over all K labels in closed form; the drawn labels are only logged.
+
+Each answers the same questions: ``sample`` a rollout, the ``log_probs`` of its answers under a model,
+``reward_policy_probs`` (pi as the rewards see it), ``advantages``, the micro-batch ``loss`` and the number of
+``answer_tokens`` (the ``dapo`` normaliser).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from shala_pl.data.batch import VoteBatch
+from shala_pl.models.scoring import label_log_probs, shared_prompt_completion_log_probs
+from shala_pl.rl.advantages import AdvantageScaling, group_advantages
+from shala_pl.rl.answer_parsing import AnswerParser
+from shala_pl.rl.losses import LossOutput, LossSettings, exact_label_loss, grpo_loss
+from shala_pl.rl.rewards import answer_histogram, exact_label_advantages, leave_one_out_histogram
+from shala_pl.rl.rollout import Rollout, RolloutSettings, end_token_ids, sample_answers, truncated_answers
+
+
+class _GroupRollouts:
+    """What the modes share: G answers per prompt, per-answer rows grouped by prompt; group-relative advantages and
+    the clipped GRPO loss over each answer's tokens (the exact objective replaces both)."""
+
+    def __init__(self, settings: RolloutSettings):
+        self.settings = settings
+        self.group = settings.num_generations
+
+    def rows(self, prompts: slice) -> slice:
+        """The rows of per-answer tensors ([N, ...], grouped by prompt) that belong to ``prompts``."""
+        if prompts.start is None:
+            return prompts
+        return slice(prompts.start * self.group, prompts.stop * self.group)
+
+    def advantages(self, rewards: Tensor, human: Tensor, rollout: Rollout, scaling: AdvantageScaling,
+                   batch_std: Optional[Tensor]) -> Tensor:
+        return group_advantages(rewards, scaling, batch_std)  # [B, G]
+
+    def loss(self, rollout: Rollout, logp: Tensor, advantages: Tensor, weights: Tensor, prompts: slice,
+             settings: LossSettings, num_tokens: Optional[Tensor] = None) -> LossOutput:
+        """The loss of the answers of ``prompts``, whose log-probs under the policy are ``logp`` [n, T]."""
+        rows = self.rows(prompts)
+        old_logp = rollout.old_logp[rows] if rollout.old_logp is not None else logp.detach()
+        ref_logp = rollout.ref_logp[rows] if rollout.ref_logp is not None else None
+        mask, max_length = self.loss_mask(rollout, rows, logp)
+        return grpo_loss(logp, old_logp, ref_logp,
+                         advantages[prompts].reshape(-1),  # [n]
+                         weights[prompts].repeat_interleave(self.group),  # [n]
+                         mask, settings, max_length, num_tokens)
+
+    def loss_mask(self, rollout: Rollout, rows: slice, logp: Tensor) -> tuple[Tensor, int]:
+        raise NotImplementedError
+
+
+class GenerateRollouts(_GroupRollouts):
+    """Free-text answers parsed into labels. The policy's label distribution is not exposed by free text: the
+    group's answer histogram stands in for it."""
+
+    def __init__(self, settings: RolloutSettings, tokenizer, parser: AnswerParser, num_labels: int):
+        super().__init__(settings)
+        self.tokenizer, self.parser, self.num_labels = tokenizer, parser, num_labels
+
+    def sample(self, policy, batch: VoteBatch, synced_gpus: bool = False) -> Rollout:
+        answers = sample_answers(policy, self.tokenizer, self.parser, batch.prompt_ids, batch.prompt_mask,
+                                 self.settings, self.group, synced_gpus=synced_gpus)
+        truncated = truncated_answers(answers.completion_ids, end_token_ids(policy, self.tokenizer))  # [N]
+        choices, loss_mask = answers.choices, answers.completion_mask
+        if self.settings.mask_truncated_completions:
+            choices = choices.masked_fill(truncated.view(-1, self.group), -1)
+            loss_mask = loss_mask * ~truncated.unsqueeze(-1)
+        return Rollout(
+            choices=choices,
+            # one pseudo-answer spread over the labels; rewards use each answer's leave-one-out version instead
+            policy_probs=answer_histogram(choices, self.num_labels, smoothing=1.0 / self.num_labels),
+            prompt_ids=batch.prompt_ids,
+            prompt_mask=batch.prompt_mask,
+            completion_ids=answers.completion_ids,
+            completion_mask=answers.completion_mask,
+            truncated=truncated.view(-1, self.group),
+            loss_mask=loss_mask,
+            texts=answers.texts,
+        )
+
+    def log_probs(self, model, rollout: Rollout, prompts: slice = slice(None)) -> Tensor:
+        """[n, T] each answer token's log-prob; each prompt runs once, shared by its G answers."""
+        rows = self.rows(prompts)
+        return shared_prompt_completion_log_probs(model, rollout.prompt_ids[prompts], rollout.prompt_mask[prompts],
+                                                  rollout.completion_ids[rows], rollout.completion_mask[rows],
+                                                  self.settings.temperature)
+
+    def reward_policy_probs(self, rollout: Rollout) -> Tensor:
+        """[B, G, K] each answer's leave-one-out histogram of its group (see ``leave_one_out_histogram`` for why
+        not the whole group's)."""
+        return leave_one_out_histogram(rollout.choices, self.num_labels)
+
+    def loss_mask(self, rollout: Rollout, rows: slice, logp: Tensor) -> tuple[Tensor, int]:
+        return rollout.loss_mask[rows], self.settings.max_new_tokens
+
+    def answer_tokens(self, rollout: Rollout) -> Tensor:
+        return rollout.loss_mask.sum().float()
+
+
+class LabelRollouts(_GroupRollouts):
+    """Labels sampled from the policy's exact distribution over the label words, one forward per prompt."""
+
+    def __init__(self, settings: RolloutSettings, verbalizer_ids: list[list[int]]):
+        super().__init__(settings)
+        self.verbalizer_ids = verbalizer_ids
+
+    def label_log_probs(self, model, prompt_ids: Tensor, prompt_mask: Tensor) -> Tensor:
+        return label_log_probs(model, prompt_ids, prompt_mask, self.verbalizer_ids)  # [B, K]
+
+    def sample(self, policy, batch: VoteBatch, synced_gpus: bool = False) -> Rollout:
+        with torch.no_grad():
+            probs = self.label_log_probs(policy, batch.prompt_ids, batch.prompt_mask).exp()  # [B, K]
+        return self._draw(batch, probs)
+
+    def sample_from_training_forward(self, batch: VoteBatch, train_logp: Tensor) -> Rollout:
+        """Labels drawn from the training step's own forward ``train_logp`` [B, K] (with its graph), run first and
+        shared (``GRPOModule.shares_label_forward``); the loss then uses it instead of a second forward."""
+        rollout = self._draw(batch, train_logp.detach().exp())
+        rollout.label_logp = train_logp
+        return rollout
+
+    def _draw(self, batch: VoteBatch, probs: Tensor) -> Rollout:
+        choices = torch.multinomial(probs, self.group, replacement=True)  # [B, G]
+        return Rollout(choices=choices, policy_probs=probs, prompt_ids=batch.prompt_ids, prompt_mask=batch.prompt_mask)
+
+    def all_label_log_probs(self, model, rollout: Rollout, prompts: slice) -> Tensor:
+        """[b, K] every label's log-prob for ``prompts``: the rollout's shared forward when there is one (in a
+        training forward), a new forward otherwise."""
+        if rollout.label_logp is not None and torch.is_grad_enabled():
+            logp, rollout.label_logp = rollout.label_logp[prompts], None
+            return logp
+        return self.label_log_probs(model, rollout.prompt_ids[prompts], rollout.prompt_mask[prompts])
+
+    def log_probs(self, model, rollout: Rollout, prompts: slice = slice(None)) -> Tensor:
+        """[n, 1] each answer's label log-prob."""
+        return self.all_label_log_probs(model, rollout, prompts).gather(1, rollout.choices[prompts]).reshape(-1, 1)
+
+    def reward_policy_probs(self, rollout: Rollout) -> Tensor:
+        return rollout.policy_probs  # [B, K] exact
+
+    def loss_mask(self, rollout: Rollout, rows: slice, logp: Tensor) -> tuple[Tensor, int]:
+        return torch.ones_like(logp, dtype=torch.long), 1
+
+    def answer_tokens(self, rollout: Rollout) -> Tensor:
+        return torch.tensor(float(rollout.choices.numel()), device=rollout.choices.device)
+
+
+class ExactLabelRollouts(LabelRollouts):
+    """Label mode's objective in closed form: every label's advantage and probability, no sampling noise (the
+    log-score reward alone; the sampled estimator's expected gradient is (G-1)/G times this one's)."""
+
+    def __init__(self, settings: RolloutSettings, verbalizer_ids: list[list[int]], reward_weight: float):
+        super().__init__(settings, verbalizer_ids)
+        self.reward_weight = reward_weight
+
+    def rows(self, prompts: slice) -> slice:
+        return prompts  # one row per prompt: [B, K]
+
+    def log_probs(self, model, rollout: Rollout, prompts: slice = slice(None)) -> Tensor:
+        return self.all_label_log_probs(model, rollout, prompts)  # [b, K]
+
+    def advantages(self, rewards: Tensor, human: Tensor, rollout: Rollout, scaling: AdvantageScaling,
+                   batch_std: Optional[Tensor]) -> Tensor:
+        return self.reward_weight * exact_label_advantages(human, rollout.policy_probs)  # [B, K]
+
+    def loss(self, rollout: Rollout, logp: Tensor, advantages: Tensor, weights: Tensor, prompts: slice,
+             settings: LossSettings, num_tokens: Optional[Tensor] = None) -> LossOutput:
+        old_logp = rollout.old_logp[prompts] if rollout.old_logp is not None else logp.detach()
+        ref_logp = rollout.ref_logp[prompts] if rollout.ref_logp is not None else None
+        # dapo: num_tokens counts G answers per prompt of the whole batch; the exact loss averages over its prompts
+        num_prompts = num_tokens / self.group if num_tokens is not None else None
+        return exact_label_loss(logp, old_logp, ref_logp, advantages[prompts], weights[prompts], settings,
+                                num_prompts)
+
+
+Rollouts = GenerateRollouts | LabelRollouts
+
+
+def rollout_mode(settings: RolloutSettings, objective: str, tokenizer, parser: AnswerParser,
+                 verbalizer_ids: list[list[int]], reward_weights: dict[str, float]) -> Rollouts:
+    """The rollout mode for ``rollout.mode`` and ``objective`` (checked by the module before this is called)."""
+    if settings.mode == "generate":
+        return GenerateRollouts(settings, tokenizer, parser, num_labels=len(verbalizer_ids))
+    if objective == "exact":
+        return ExactLabelRollouts(settings, verbalizer_ids, reward_weights["log_score"])
+    return LabelRollouts(settings, verbalizer_ids)
