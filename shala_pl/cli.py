@@ -30,7 +30,7 @@ from shala_pl.data.sampling import requires_lockstep
 from shala_pl.errors import ConfigValueError
 from shala_pl.help import subcommand_description
 from shala_pl.modules.base import VoteModule
-from shala_pl.rl import checks
+from shala_pl import checks
 
 SUMMARY_METRICS = ("jsd", "kl", "f1_macro", "accuracy")
 DEFAULT_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"

@@ -21,7 +21,7 @@ from shala_pl.data.prompts import PromptSettings, label_continuations, render_pr
 from shala_pl.data.sampling import EvalSampler, MarkPadding, ResumableDataLoader, TrainSampler, requires_lockstep
 from shala_pl.data.sources import SOURCE_NAMES
 from shala_pl.errors import ConfigValueError
-from shala_pl.rl import checks
+from shala_pl import checks
 
 log = logging.getLogger(__name__)
 

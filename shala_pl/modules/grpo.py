@@ -20,7 +20,7 @@ from shala_pl.data.batch import VoteBatch
 from shala_pl.errors import ConfigValueError
 from shala_pl.metrics.distribution import entropy, jensen_shannon_distance
 from shala_pl.modules.base import VoteModule
-from shala_pl.rl import checks
+from shala_pl import checks
 from shala_pl.rl.advantages import AdvantageScaling
 from shala_pl.rl.losses import LossOutput, LossSettings
 from shala_pl.rl.modes import LabelRollouts, Rollouts, rollout_mode

@@ -11,7 +11,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from shala_pl.rl import checks
+from shala_pl import checks
 
 Aggregation = Literal["grpo", "dr_grpo", "dapo", "bnpo"]
 

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from shala_pl.errors import ConfigValueError
-from shala_pl.rl.checks import require
+from shala_pl.checks import require
 from shala_pl.metrics.distribution import jensen_shannon_distance
 
 REWARD_INPUTS = ("choices", "human", "policy_probs", "majority")

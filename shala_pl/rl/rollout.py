@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from shala_pl.models.shared_prefix import prefill_prompts, shared_prefix_cache, supports_shared_prefix
-from shala_pl.rl import checks
+from shala_pl import checks
 from shala_pl.rl.answer_parsing import AnswerParser
 
 RolloutMode = Literal["generate", "label"]

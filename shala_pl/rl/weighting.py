@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from shala_pl.metrics.distribution import entropy
-from shala_pl.rl import checks
+from shala_pl import checks
 
 
 @dataclass
