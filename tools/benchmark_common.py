@@ -78,13 +78,20 @@ def _quiet() -> None:
         pass
 
 
-def test_metrics(trainer, model, data) -> dict:
-    """The module's test metrics on the test split, and the JSD on its most ambiguous third (from predict)."""
+def test_metrics(trainer, model, data, split: str = "test") -> dict:
+    """The module's test metrics on the test split (``split="val"``: its validation metrics on the validation split),
+    and the JSD on its most ambiguous third (from predict over the same split)."""
     import torch
 
     from shala_pl.metrics.distribution import entropy, jensen_shannon_distance
 
-    metrics = {k.split("/")[-1]: float(v) for k, v in trainer.test(model, datamodule=data, verbose=False)[0].items()}
+    if split == "val":
+        trainer.limit_val_batches = 1.0  # the runs train without validation (trainer_args)
+        logged = trainer.validate(model, datamodule=data, verbose=False)[0]
+    else:
+        logged = trainer.test(model, datamodule=data, verbose=False)[0]
+    metrics = {k.split("/")[-1]: float(v) for k, v in logged.items()}
+    data.predict_split = split
     rows = [row for batch in trainer.predict(model, datamodule=data) for row in batch]
     probs = torch.tensor([row["probs"] for row in rows], dtype=torch.float64)
     human = torch.tensor([row["human"] for row in rows], dtype=torch.float64)
@@ -93,7 +100,7 @@ def test_metrics(trainer, model, data) -> dict:
     order = torch.sort(entropy(human), descending=True, stable=True).indices
     top = order[: max(1, math.ceil(len(rows) / 3))]
     return {
-        "n_test": len(rows), **metrics,
+        f"n_{split}": len(rows), **metrics,
         "jsd_top_entropy": float(per_example_jsd[top].mean()),
         "jsd_check": float(per_example_jsd.mean()),  # equals the test metric's jsd: the two paths agree
     }
@@ -179,7 +186,7 @@ def plot(result: dict, out: Path, names: tuple = ("synthetic", "snli")) -> None:
         ax.set_xticks(range(n_bins))
         ax.set_xticklabels([f"H/log K in [{edges[b]:.2f}, {edges[b + 1]:.2f}]\n"
                             f"n={entry0.get(f'n_bin{b}', float('nan')):.0f}" for b in range(n_bins)])
-        ax.set_ylabel("JS distance to human votes (test)")
+        ax.set_ylabel(f"JS distance to human votes ({result.get('split', 'test')})")
         ax.set_title(f"{name}: {section['steps']} steps, {len(section['seeds'])} seed(s)")
         ax.legend(fontsize=7, ncol=2)
     fig.suptitle("JSD by human-entropy bin (lower is better; error bars: std over seeds)")

@@ -22,6 +22,9 @@ the data order and the rollout sampling; the data and its split stay fixed. All 
 config (the run config's AdamW), the same batch size and the same number of optimizer steps; the supervised
 baselines also get the gradient-norm clipping (1.0) that GRPOModule applies itself.
 
+``--split val``: every run is scored on the validation split instead (``trainer.validate`` and ``predict`` over it),
+for choices such as an ablation's ``--variant``: choose on validation, report on test. The bar is not checked then.
+
 ``--quick``: 2 seeds, fewer steps on SNLI, within about 10 minutes on 2 CPU cores. ``--smoke``: a few steps on a
 few examples, 1 seed, for CI (shape only). The default (full) run uses 3 seeds and more SNLI steps.
 """
@@ -106,7 +109,8 @@ def run_one(spec: dict) -> dict:
     train_s = time.perf_counter() - start
     return {
         "dataset": spec["dataset"], "method": spec["method"], "seed": spec["seed"], "steps": spec["steps"],
-        "global_step": int(trainer.global_step), "train_s": round(train_s, 2), **test_metrics(trainer, model, data),
+        "global_step": int(trainer.global_step), "train_s": round(train_s, 2),
+        **test_metrics(trainer, model, data, spec.get("split", "test")),
     }
 
 
@@ -118,16 +122,17 @@ def _init_worker(threads: int) -> None:
 
 
 # -- data facts --------------------------------------------------------------------------------------------------------
-def eval_facts(dataset: str, data_args: list[str], model_dir: str) -> dict:
-    """Test-split facts from the DataModule the runs use: size, votes per example and (synthetic) the noise floor."""
+def eval_facts(dataset: str, data_args: list[str], model_dir: str, split: str = "test") -> dict:
+    """Facts of the evaluated split (test, or val under ``--split val``) from the DataModule the runs use: size, votes
+    per example and (synthetic) the noise floor."""
     from shala_pl.cli import cli_main
 
     args = ["--config", str(RUN_CONFIG), "--config", str(method_config("zero_shot")),
             f"--model.init_args.name_or_path={model_dir}", "--trainer.logger=false", *data_args]
     data = cli_main(args, run=False).datamodule
-    test = data.examples("test")
-    facts = {"n_train": len(data.examples("train")), "n_test": len(test),
-             "votes_per_example": sorted({int(round(ex.total_votes)) for ex in test}), "labels": data.label_names,
+    scored = data.examples(split)
+    facts = {"n_train": len(data.examples("train")), f"n_{split}": len(scored),
+             "votes_per_example": sorted({int(round(ex.total_votes)) for ex in scored}), "labels": data.label_names,
              "noise_floor_jsd": None, "noise_floor_bins": None}
     if dataset == "synthetic":
         import torch
@@ -135,10 +140,10 @@ def eval_facts(dataset: str, data_args: list[str], model_dir: str) -> dict:
         from shala_pl.data.sources.synthetic import noise_floor_jsd
         from shala_pl.metrics.distribution import EntropyBinnedJSD
 
-        facts["noise_floor_jsd"] = noise_floor_jsd(test)  # JSD(true distribution, sampled votes) on these examples
+        facts["noise_floor_jsd"] = noise_floor_jsd(scored)  # JSD(true distribution, sampled votes) on these examples
         binned = EntropyBinnedJSD(3, len(data.label_names))  # the same bins as the test metric's jsd_bin*
-        binned.update(torch.tensor([ex.true_distribution for ex in test], dtype=torch.float64),
-                      torch.tensor([ex.distribution for ex in test], dtype=torch.float64))
+        binned.update(torch.tensor([ex.true_distribution for ex in scored], dtype=torch.float64),
+                      torch.tensor([ex.distribution for ex in scored], dtype=torch.float64))
         facts["noise_floor_bins"] = [float(x) for x in binned.compute()]
     return facts
 
@@ -165,9 +170,9 @@ def bar_checks(methods: dict, noise_floor: Optional[float]) -> dict:
     return checks
 
 
-def describe(name: str, section: dict) -> str:
+def describe(name: str, section: dict, split: str = "test") -> str:
     votes = "/".join(str(v) for v in section["votes_per_example"])
-    text = (f"{name}: test split of {section['n_test']} examples ({votes} votes each), trained on "
+    text = (f"{name}: {split} split of {section[f'n_{split}']} examples ({votes} votes each), trained on "
             f"{section['n_train']}; {section['steps']} optimizer steps; seeds {section['seeds']}")
     if section.get("noise_floor_jsd") is not None:
         text += f"; noise floor JSD {section['noise_floor_jsd']:.4f}"
@@ -179,21 +184,25 @@ def write_markdown(result: dict, out: Path, plot_path: Optional[Path], command: 
     README's Results section), only the text between them is replaced, with headings one level down."""
     existing = out.read_text() if out.exists() else ""
     embed = RESULTS_START in existing and RESULTS_END in existing
+    split = result.get("split", "test")
+    held_out = "held-out test" if split == "test" else "validation"
     lines = ([] if embed else ["# Benchmark results", ""]) + [
              "Generated by `tools/benchmark_methods.py` (do not edit by hand; re-run the command below).", "",
              f"- command: `{command}`",
              f"- machine: {result['machine']}",
              f"- time taken: {result['elapsed_s']:.0f} s ({result['elapsed_s'] / 60:.1f} min), "
              f"profile `{result['profile']}`",
-             f"- metrics on the held-out test split, `label_probs` readout; mean ± std over seeds "
+             f"- metrics on the {held_out} split, `label_probs` readout; mean ± std over seeds "
              f"{result['seeds']}; JSD/KL in nats, H = mean entropy (nats) of the model's / the human distributions; "
-             "'JSD amb.1/3' = mean JSD on the third of the test examples with the highest human vote entropy", ""]
+             f"'JSD amb.1/3' = mean JSD on the third of the {split} examples with the highest human vote entropy",
+             ""]
     for name in ("synthetic", "snli"):
         section = result.get(name)
         if not isinstance(section, dict) or not section.get("methods"):
             continue
         heading = "###" if embed else "##"
-        lines += [f"{heading} {name}", "", describe(name, section), "", format_table(section, True, markdown=True), ""]
+        lines += [f"{heading} {name}", "", describe(name, section, split), "",
+                  format_table(section, True, markdown=True), ""]
         if name == "synthetic" and result.get("bar"):
             lines += ["Bar (synthetic, means over seeds):", ""]
             for check, value in result["bar"].items():
@@ -241,6 +250,9 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", action="append", default=[], type=parse_variant, metavar="NAME=METHOD ARGS",
                         help="an extra row: METHOD's config plus CLI overrides, e.g. "
                              "'shala_group=shala --model.init_args.advantage_scaling=group' (repeatable)")
+    parser.add_argument("--split", choices=("test", "val"), default="test",
+                        help="the split every run is scored on (default test; val: for choices, e.g. between "
+                             "--variant rows; the bar is checked on test only)")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--plot", type=Path, help="write the JSD-by-entropy-bin figure (PNG) here")
     parser.add_argument("--markdown", type=Path,
@@ -266,6 +278,8 @@ def main(argv=None) -> int:
             write_markdown(result, args.markdown, args.plot, result["command"])
         return 0
     if args.profile == "real":
+        if args.split != "test":
+            parser.error("--split val is for the synthetic profile: the real profile already chooses on validation")
         from benchmark_real import main_real  # imports benchmark_common only: no cycle
 
         return main_real(args, parser, argv if argv is not None else sys.argv[1:])
@@ -309,12 +323,13 @@ def main(argv=None) -> int:
     for dataset in datasets:
         steps = args.steps if args.steps is not None else profile.steps[dataset]
         data_args = dataset_args(dataset, profile, str(snli_path) if snli_path else None)
-        facts = eval_facts(dataset, data_args, model_dirs[seeds[0]])
+        facts = eval_facts(dataset, data_args, model_dirs[seeds[0]], args.split)
         sections[dataset] = {**facts, "steps": steps, "seeds": seeds, "dataset": dataset}
         for name, base, extra in rows:
             for seed in seeds:
                 specs.append({"dataset": dataset, "method": name, "base_method": base, "extra_args": extra,
                               "seed": seed, "steps": steps, "model_dir": model_dirs[seed], "data_args": data_args,
+                              "split": args.split,
                               "workdir": str(Path(tmp.name) / "runs" / dataset / name / f"seed{seed}")})
     # longest first, so the last job to finish is a short one
     specs.sort(key=lambda s: (s["base_method"] in EVAL_ONLY, s["dataset"] != "snli"))
@@ -355,15 +370,17 @@ def main(argv=None) -> int:
         "steps": syn["steps"] if syn else None,
         "synthetic": syn,
         "snli": sections.get("snli"),
-        "bar": bar_checks(syn["methods"], syn["noise_floor_jsd"]) if syn else {},
+        "bar": bar_checks(syn["methods"], syn["noise_floor_jsd"]) if syn and args.split == "test" else {},
         "jobs": jobs,
     })
+    if args.split != "test":
+        result["split"] = args.split
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
 
     print()
     for name in ("synthetic", "snli"):
         if sections.get(name):
-            print(describe(name, sections[name]))
+            print(describe(name, sections[name], args.split))
             print(format_table(sections[name], show_std=len(seeds) > 1))
             print()
     for check, value in result["bar"].items():
