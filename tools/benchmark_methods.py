@@ -22,6 +22,9 @@ the data order and the rollout sampling; the data and its split stay fixed. All 
 config (the run config's AdamW), the same batch size and the same number of optimizer steps; the supervised
 baselines also get the gradient-norm clipping (1.0) that GRPOModule applies itself.
 
+``--split val``: every run is scored on the validation split instead (``trainer.validate`` and ``predict`` over it),
+for choices such as an ablation's ``--variant``: choose on validation, report on test. The bar is not checked then.
+
 ``--quick``: 2 seeds, fewer steps on SNLI, within about 10 minutes on 2 CPU cores. ``--smoke``: a few steps on a
 few examples, 1 seed, for CI (shape only). The default (full) run uses 3 seeds and more SNLI steps.
 """
@@ -30,40 +33,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import math
 import os
-import platform
 import shlex
 import sys
 import tempfile
 import time
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from benchmark_common import (EVAL_ONLY, METHODS, REPO, RESULTS_END, RESULTS_START, SUPERVISED, _quiet, aggregate,
+                              format_table, machine, method_config, plot, test_metrics, trainer_args)
 
-METHODS = ("zero_shot", "sft_majority", "sft_soft", "grpo_majority", "grpo_vote_share", "shala_unweighted", "shala")
-EVAL_ONLY = ("zero_shot",)
-SUPERVISED = ("sft_majority", "sft_soft")
 RUN_CONFIG = REPO / "configs" / "quickstart.yaml"
 SNLI_CANDIDATES = (REPO / "tests" / "fixtures" / "snli_1.0_test_part.jsonl",
                    Path("/work/shared/data/snli_1.0_test_part.jsonl"))
-METRICS = ("jsd", "kl", "f1_macro", "accuracy", "jsd_top_entropy", "entropy_model", "entropy_human")
-COLUMNS = (  # (key, header, format)
-    ("jsd", "JSD", "{:.4f}"),
-    ("kl", "KL", "{:.3f}"),
-    ("f1_macro", "F1-macro", "{:.3f}"),
-    ("accuracy", "acc", "{:.3f}"),
-    ("jsd_top_entropy", "JSD amb.1/3", "{:.4f}"),
-    ("entropy_model", "H model", "{:.3f}"),
-    ("entropy_human", "H human", "{:.3f}"),
-)
 
 
 # -- profiles --------------------------------------------------------------------------------------------------------
@@ -88,10 +73,6 @@ PROFILES = {
 
 
 # -- one run -----------------------------------------------------------------------------------------------------------
-def method_config(method: str) -> Path:
-    return REPO / "configs" / "method" / f"{method}.yaml"
-
-
 def dataset_args(dataset: str, profile: Profile, snli_path: Optional[str]) -> list[str]:
     common = [f"--data.eval_batch_size={profile.eval_batch_size}", "--data.split=random", "--data.split_seed=0"]
     if dataset == "synthetic":
@@ -114,44 +95,6 @@ def run_args(spec: dict) -> list[str]:
     return args + list(spec["extra_args"])
 
 
-def trainer_args(spec: dict) -> list[str]:
-    """Seed, model, steps, a quiet CPU trainer without validation or checkpoints, then the data arguments."""
-    work = spec["workdir"]
-    return [
-        f"--seed_everything={spec['seed']}",
-        f"--model.init_args.name_or_path={spec['model_dir']}",
-        f"--trainer.max_steps={spec['steps']}",
-        "--trainer.accelerator=cpu",
-        "--trainer.logger=false",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--trainer.limit_val_batches=0",  # no validation during training: one held-out evaluation at the end
-        f"--trainer.default_root_dir={work}",
-        "--checkpoint.save_top_k=0",
-        "--checkpoint.save_last=false",
-        f"--predictions.path={work}/predictions.jsonl",
-        *spec["data_args"],
-    ]
-
-
-def _quiet() -> None:
-    import lightning.pytorch  # noqa: F401  (sets its loggers' levels on import: import first, then override)
-    import transformers
-
-    warnings.filterwarnings("ignore")
-    transformers.utils.logging.disable_progress_bar()
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "shala_pl",
-                 "datasets", "transformers"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        import datasets
-
-        datasets.disable_progress_bars()
-    except ImportError:  # pragma: no cover
-        pass
-
-
 def run_one(spec: dict) -> dict:
     """Train (unless zero-shot) and evaluate one method on one dataset with one seed; a dict of numbers."""
     _quiet()
@@ -166,28 +109,8 @@ def run_one(spec: dict) -> dict:
     train_s = time.perf_counter() - start
     return {
         "dataset": spec["dataset"], "method": spec["method"], "seed": spec["seed"], "steps": spec["steps"],
-        "global_step": int(trainer.global_step), "train_s": round(train_s, 2), **test_metrics(trainer, model, data),
-    }
-
-
-def test_metrics(trainer, model, data) -> dict:
-    """The module's test metrics on the test split, and the JSD on its most ambiguous third (from predict)."""
-    import torch
-
-    from shala_pl.metrics.distribution import entropy, jensen_shannon_distance
-
-    metrics = {k.split("/")[-1]: float(v) for k, v in trainer.test(model, datamodule=data, verbose=False)[0].items()}
-    rows = [row for batch in trainer.predict(model, datamodule=data) for row in batch]
-    probs = torch.tensor([row["probs"] for row in rows], dtype=torch.float64)
-    human = torch.tensor([row["human"] for row in rows], dtype=torch.float64)
-    per_example_jsd = jensen_shannon_distance(human, probs)
-    # the most ambiguous third of the test examples by human vote entropy (ties broken by position: stable sort)
-    order = torch.sort(entropy(human), descending=True, stable=True).indices
-    top = order[: max(1, math.ceil(len(rows) / 3))]
-    return {
-        "n_test": len(rows), **metrics,
-        "jsd_top_entropy": float(per_example_jsd[top].mean()),
-        "jsd_check": float(per_example_jsd.mean()),  # equals the test metric's jsd: the two paths agree
+        "global_step": int(trainer.global_step), "train_s": round(train_s, 2),
+        **test_metrics(trainer, model, data, spec.get("split", "test")),
     }
 
 
@@ -199,16 +122,17 @@ def _init_worker(threads: int) -> None:
 
 
 # -- data facts --------------------------------------------------------------------------------------------------------
-def eval_facts(dataset: str, data_args: list[str], model_dir: str) -> dict:
-    """Test-split facts from the DataModule the runs use: size, votes per example and (synthetic) the noise floor."""
+def eval_facts(dataset: str, data_args: list[str], model_dir: str, split: str = "test") -> dict:
+    """Facts of the evaluated split (test, or val under ``--split val``) from the DataModule the runs use: size, votes
+    per example and (synthetic) the noise floor."""
     from shala_pl.cli import cli_main
 
     args = ["--config", str(RUN_CONFIG), "--config", str(method_config("zero_shot")),
             f"--model.init_args.name_or_path={model_dir}", "--trainer.logger=false", *data_args]
     data = cli_main(args, run=False).datamodule
-    test = data.examples("test")
-    facts = {"n_train": len(data.examples("train")), "n_test": len(test),
-             "votes_per_example": sorted({int(round(ex.total_votes)) for ex in test}), "labels": data.label_names,
+    scored = data.examples(split)
+    facts = {"n_train": len(data.examples("train")), f"n_{split}": len(scored),
+             "votes_per_example": sorted({int(round(ex.total_votes)) for ex in scored}), "labels": data.label_names,
              "noise_floor_jsd": None, "noise_floor_bins": None}
     if dataset == "synthetic":
         import torch
@@ -216,41 +140,15 @@ def eval_facts(dataset: str, data_args: list[str], model_dir: str) -> dict:
         from shala_pl.data.sources.synthetic import noise_floor_jsd
         from shala_pl.metrics.distribution import EntropyBinnedJSD
 
-        facts["noise_floor_jsd"] = noise_floor_jsd(test)  # JSD(true distribution, sampled votes) on these examples
+        facts["noise_floor_jsd"] = noise_floor_jsd(scored)  # JSD(true distribution, sampled votes) on these examples
         binned = EntropyBinnedJSD(3, len(data.label_names))  # the same bins as the test metric's jsd_bin*
-        binned.update(torch.tensor([ex.true_distribution for ex in test], dtype=torch.float64),
-                      torch.tensor([ex.distribution for ex in test], dtype=torch.float64))
+        binned.update(torch.tensor([ex.true_distribution for ex in scored], dtype=torch.float64),
+                      torch.tensor([ex.distribution for ex in scored], dtype=torch.float64))
         facts["noise_floor_bins"] = [float(x) for x in binned.compute()]
     return facts
 
 
 # -- aggregation and output --------------------------------------------------------------------------------------------
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return float("nan"), float("nan")
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
-def aggregate(runs: list[dict], methods: list[str]) -> dict:
-    out = {}
-    for method in methods:
-        mine = [r for r in runs if r["method"] == method]
-        if not mine:
-            continue
-        entry = {}
-        keys = [k for k in mine[0] if isinstance(mine[0][k], (int, float)) and k not in ("seed", "steps")]
-        for key in keys:
-            mean, std = _mean_std([r.get(key) for r in mine])
-            entry[key], entry[key + "_std"] = mean, std
-        entry["n_seeds"] = len(mine)
-        out[method] = entry
-    return out
-
-
 def bar_checks(methods: dict, noise_floor: Optional[float]) -> dict:
     """The issue's bar on the synthetic task (means over seeds)."""
     checks = {}
@@ -272,79 +170,13 @@ def bar_checks(methods: dict, noise_floor: Optional[float]) -> dict:
     return checks
 
 
-def _cell(entry: dict, key: str, fmt: str, show_std: bool) -> str:
-    text = fmt.format(entry[key])
-    if show_std:
-        text += "±" + fmt.format(entry[key + "_std"])
-    return text
-
-
-def format_table(section: dict, show_std: bool, markdown: bool = False) -> str:
-    headers = ["method"] + [h for _, h, _ in COLUMNS] + ["train s"]
-    body = []
-    for method, entry in section["methods"].items():
-        body.append([method] + [_cell(entry, k, f, show_std) for k, _, f in COLUMNS] + [f"{entry['train_s']:.0f}"])
-    if section.get("noise_floor_jsd") is not None:
-        body.append(["(noise floor)", f"{section['noise_floor_jsd']:.4f}"] + [""] * (len(headers) - 2))
-    if markdown:
-        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in body]
-        return "\n".join(lines)
-    widths = [max(len(row[i]) for row in [headers] + body) for i in range(len(headers))]
-    fmt_row = lambda row: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                    for i, (c, w) in enumerate(zip(row, widths)))
-    return "\n".join([fmt_row(headers), "  ".join("-" * w for w in widths)] + [fmt_row(r) for r in body])
-
-
-def describe(name: str, section: dict) -> str:
+def describe(name: str, section: dict, split: str = "test") -> str:
     votes = "/".join(str(v) for v in section["votes_per_example"])
-    text = (f"{name}: test split of {section['n_test']} examples ({votes} votes each), trained on "
+    text = (f"{name}: {split} split of {section[f'n_{split}']} examples ({votes} votes each), trained on "
             f"{section['n_train']}; {section['steps']} optimizer steps; seeds {section['seeds']}")
     if section.get("noise_floor_jsd") is not None:
         text += f"; noise floor JSD {section['noise_floor_jsd']:.4f}"
     return text
-
-
-def plot(result: dict, out: Path, names: tuple = ("synthetic", "snli")) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sections = [(name, result[name]) for name in names
-                if isinstance(result.get(name), dict) and result[name].get("methods")]
-    fig, axes = plt.subplots(1, len(sections), figsize=(7 * len(sections), 4.5), squeeze=False)
-    for ax, (name, section) in zip(axes[0], sections):
-        methods = list(section["methods"])
-        n_bins = len([k for k in section["methods"][methods[0]] if k.startswith("jsd_bin") and not k.endswith("_std")])
-        width = 0.8 / len(methods)
-        for i, method in enumerate(methods):
-            entry = section["methods"][method]
-            xs = [b + (i - (len(methods) - 1) / 2) * width for b in range(n_bins)]
-            ys = [entry[f"jsd_bin{b}"] for b in range(n_bins)]
-            errs = [entry[f"jsd_bin{b}_std"] for b in range(n_bins)]
-            ax.bar(xs, ys, width, yerr=errs, label=method, capsize=2)
-        if section.get("noise_floor_bins"):
-            for b, floor in enumerate(section["noise_floor_bins"]):
-                if floor is not None and not math.isnan(floor):
-                    ax.hlines(floor, b - 0.45, b + 0.45, colors="black", linestyles="dashed",
-                              label="noise floor" if b == 0 else None)
-        entry0 = section["methods"][methods[0]]
-        edges = [b / n_bins for b in range(n_bins + 1)]
-        ax.set_xticks(range(n_bins))
-        ax.set_xticklabels([f"H/log K in [{edges[b]:.2f}, {edges[b + 1]:.2f}]\n"
-                            f"n={entry0.get(f'n_bin{b}', float('nan')):.0f}" for b in range(n_bins)])
-        ax.set_ylabel("JS distance to human votes (test)")
-        ax.set_title(f"{name}: {section['steps']} steps, {len(section['seeds'])} seed(s)")
-        ax.legend(fontsize=7, ncol=2)
-    fig.suptitle("JSD by human-entropy bin (lower is better; error bars: std over seeds)")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-
-
-RESULTS_START, RESULTS_END = "<!-- benchmark_methods:start -->", "<!-- benchmark_methods:end -->"
 
 
 def write_markdown(result: dict, out: Path, plot_path: Optional[Path], command: str) -> None:
@@ -352,21 +184,25 @@ def write_markdown(result: dict, out: Path, plot_path: Optional[Path], command: 
     README's Results section), only the text between them is replaced, with headings one level down."""
     existing = out.read_text() if out.exists() else ""
     embed = RESULTS_START in existing and RESULTS_END in existing
+    split = result.get("split", "test")
+    held_out = "held-out test" if split == "test" else "validation"
     lines = ([] if embed else ["# Benchmark results", ""]) + [
              "Generated by `tools/benchmark_methods.py` (do not edit by hand; re-run the command below).", "",
              f"- command: `{command}`",
              f"- machine: {result['machine']}",
              f"- time taken: {result['elapsed_s']:.0f} s ({result['elapsed_s'] / 60:.1f} min), "
              f"profile `{result['profile']}`",
-             f"- metrics on the held-out test split, `label_probs` readout; mean ± std over seeds "
+             f"- metrics on the {held_out} split, `label_probs` readout; mean ± std over seeds "
              f"{result['seeds']}; JSD/KL in nats, H = mean entropy (nats) of the model's / the human distributions; "
-             "'JSD amb.1/3' = mean JSD on the third of the test examples with the highest human vote entropy", ""]
+             f"'JSD amb.1/3' = mean JSD on the third of the {split} examples with the highest human vote entropy",
+             ""]
     for name in ("synthetic", "snli"):
         section = result.get(name)
         if not isinstance(section, dict) or not section.get("methods"):
             continue
         heading = "###" if embed else "##"
-        lines += [f"{heading} {name}", "", describe(name, section), "", format_table(section, True, markdown=True), ""]
+        lines += [f"{heading} {name}", "", describe(name, section, split), "",
+                  format_table(section, True, markdown=True), ""]
         if name == "synthetic" and result.get("bar"):
             lines += ["Bar (synthetic, means over seeds):", ""]
             for check, value in result["bar"].items():
@@ -382,22 +218,6 @@ def write_markdown(result: dict, out: Path, plot_path: Optional[Path], command: 
         text = before + RESULTS_START + "\n" + text + "\n" + RESULTS_END + rest.split(RESULTS_END, 1)[1]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{platform.system()} {platform.machine()}, {cpu}, {cores} CPU cores available, no GPU used; "
-            f"python {platform.python_version()}, torch {torch.__version__}")
 
 
 # -- main ------------------------------------------------------------------------------------------------------------
@@ -430,6 +250,9 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", action="append", default=[], type=parse_variant, metavar="NAME=METHOD ARGS",
                         help="an extra row: METHOD's config plus CLI overrides, e.g. "
                              "'shala_group=shala --model.init_args.advantage_scaling=group' (repeatable)")
+    parser.add_argument("--split", choices=("test", "val"), default="test",
+                        help="the split every run is scored on (default test; val: for choices, e.g. between "
+                             "--variant rows; the bar is checked on test only)")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--plot", type=Path, help="write the JSD-by-entropy-bin figure (PNG) here")
     parser.add_argument("--markdown", type=Path,
@@ -455,7 +278,9 @@ def main(argv=None) -> int:
             write_markdown(result, args.markdown, args.plot, result["command"])
         return 0
     if args.profile == "real":
-        from benchmark_real import main_real
+        if args.split != "test":
+            parser.error("--split val is for the synthetic profile: the real profile already chooses on validation")
+        from benchmark_real import main_real  # imports benchmark_common only: no cycle
 
         return main_real(args, parser, argv if argv is not None else sys.argv[1:])
     started = time.perf_counter()
@@ -498,12 +323,13 @@ def main(argv=None) -> int:
     for dataset in datasets:
         steps = args.steps if args.steps is not None else profile.steps[dataset]
         data_args = dataset_args(dataset, profile, str(snli_path) if snli_path else None)
-        facts = eval_facts(dataset, data_args, model_dirs[seeds[0]])
+        facts = eval_facts(dataset, data_args, model_dirs[seeds[0]], args.split)
         sections[dataset] = {**facts, "steps": steps, "seeds": seeds, "dataset": dataset}
         for name, base, extra in rows:
             for seed in seeds:
                 specs.append({"dataset": dataset, "method": name, "base_method": base, "extra_args": extra,
                               "seed": seed, "steps": steps, "model_dir": model_dirs[seed], "data_args": data_args,
+                              "split": args.split,
                               "workdir": str(Path(tmp.name) / "runs" / dataset / name / f"seed{seed}")})
     # longest first, so the last job to finish is a short one
     specs.sort(key=lambda s: (s["base_method"] in EVAL_ONLY, s["dataset"] != "snli"))
@@ -544,15 +370,17 @@ def main(argv=None) -> int:
         "steps": syn["steps"] if syn else None,
         "synthetic": syn,
         "snli": sections.get("snli"),
-        "bar": bar_checks(syn["methods"], syn["noise_floor_jsd"]) if syn else {},
+        "bar": bar_checks(syn["methods"], syn["noise_floor_jsd"]) if syn and args.split == "test" else {},
         "jobs": jobs,
     })
+    if args.split != "test":
+        result["split"] = args.split
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
 
     print()
     for name in ("synthetic", "snli"):
         if sections.get(name):
-            print(describe(name, sections[name]))
+            print(describe(name, sections[name], args.split))
             print(format_table(sections[name], show_std=len(seeds) > 1))
             print()
     for check, value in result["bar"].items():

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import benchmark_methods as bm
+import benchmark_common as shared
 
-REAL_RUN_CONFIG = bm.REPO / "configs" / "smollm2" / "chaosnli_mnli.yaml"
-REAL_METHODS = bm.METHODS + ("shala_exact",)
+REAL_RUN_CONFIG = shared.REPO / "configs" / "smollm2" / "chaosnli_mnli.yaml"
+REAL_METHODS = shared.METHODS + ("shala_exact",)
 QUICK_METHODS = ("zero_shot", "sft_soft", "grpo_majority", "shala", "shala_exact")
 WEIGHTED = ("shala", "shala_exact")  # methods whose weighting strength is swept (full profile)
 REAL_START, REAL_END = "<!-- benchmark_real:start -->", "<!-- benchmark_real:end -->"
@@ -113,7 +113,7 @@ def bootstrap_noise_floor(human_votes: list[list[float]], draws: int = 200, seed
 def data_facts(args_common: list[str], model_dir: str) -> dict:
     from shala_pl.cli import cli_main
 
-    cli_args = ["--config", str(REAL_RUN_CONFIG), "--config", str(bm.method_config("zero_shot")),
+    cli_args = ["--config", str(REAL_RUN_CONFIG), "--config", str(shared.method_config("zero_shot")),
                 f"--model.init_args.name_or_path={model_dir}", "--trainer.logger=false", *args_common]
     data = cli_main(cli_args, run=False).datamodule
     test = data.examples("test")
@@ -125,7 +125,7 @@ def data_facts(args_common: list[str], model_dir: str) -> dict:
 
 # -- candidates and runs -----------------------------------------------------------------------------------------------
 def lr_candidates(method: str, profile: RealProfile) -> list[dict]:
-    if method in bm.EVAL_ONLY:
+    if method in shared.EVAL_ONLY:
         return [{}]
     return [{"lr": lr} for lr in profile.learning_rates]
 
@@ -140,9 +140,9 @@ def candidate_args(candidate: dict) -> list[str]:
 
 
 def cli_args(spec: dict, candidate: dict) -> list[str]:
-    args = ["--config", str(REAL_RUN_CONFIG), "--config", str(bm.method_config(spec["method"])),
-            *bm.trainer_args(spec)]  # validation off inside fit: train_candidate validates after it
-    if spec["method"] in bm.SUPERVISED:
+    args = ["--config", str(REAL_RUN_CONFIG), "--config", str(shared.method_config(spec["method"])),
+            *shared.trainer_args(spec)]  # validation off inside fit: train_candidate validates after it
+    if spec["method"] in shared.SUPERVISED:
         args.append("--trainer.gradient_clip_val=1.0")  # GRPOModule clips at 1.0 itself
     return args + candidate_args(candidate)
 
@@ -154,7 +154,7 @@ def train_candidate(spec: dict, candidate: dict) -> tuple[dict, tuple]:
     cli = cli_main(cli_args(spec, candidate), run=False)
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     start = time.perf_counter()
-    if spec["method"] not in bm.EVAL_ONLY:
+    if spec["method"] not in shared.EVAL_ONLY:
         trainer.fit(model, datamodule=data)
     train_s = time.perf_counter() - start
     trainer.limit_val_batches = 1.0
@@ -165,9 +165,9 @@ def train_candidate(spec: dict, candidate: dict) -> tuple[dict, tuple]:
 
 def run_method(spec: dict) -> dict:
     """Sweep a method's candidates on the validation split, then test the best one: a dict of numbers."""
-    bm._quiet()
+    shared._quiet()
     Path(spec["workdir"]).mkdir(parents=True, exist_ok=True)
-    if spec["method"] in bm.EVAL_ONLY:  # nothing to choose: no validation pass either
+    if spec["method"] in shared.EVAL_ONLY:  # nothing to choose: no validation pass either
         best_candidate, sweep, (trainer, model, data) = {}, [], _build(spec)
     else:
         sweep, best_candidate, trainer, model, data = _sweep(spec, lr_candidates(spec["method"], spec["profile"]))
@@ -177,7 +177,7 @@ def run_method(spec: dict) -> dict:
             sweep += sweep_more
             if challenger["val_jsd"] < best_candidate["val_jsd"]:
                 best_candidate, (trainer, model, data) = challenger, tuple(objects)
-    result = bm.test_metrics(trainer, model, data)
+    result = shared.test_metrics(trainer, model, data)
     return {"dataset": spec["dataset"], "method": spec["method"], "seed": spec["seed"], "steps": spec["steps"],
             "global_step": int(trainer.global_step), "train_s": sum(c["train_s"] for c in sweep),
             "chosen": {k: v for k, v in best_candidate.items() if k in ("lr", "strength")}, "sweep": sweep,
@@ -253,7 +253,7 @@ def markdown_section(result: dict) -> str:
              f"`{result['profile']}`",
              f"- metrics on the held-out test split ({section['n_test']} pairs), `label_probs` readout; mean ± std "
              f"over seeds {result['seeds']}; 'JSD amb.1/3' = the most ambiguous third by human vote entropy",
-             *settings_lines(result["settings"]), "", bm.format_table(section, True, markdown=True), ""]
+             *settings_lines(result["settings"]), "", shared.format_table(section, True, markdown=True), ""]
     if section.get("noise_floor_jsd") is not None:
         lines += ["(noise floor: mean JSD between each test pair's votes and a resample of as many votes from them)",
                   ""]
@@ -270,7 +270,7 @@ def markdown_section(result: dict) -> str:
 
 def write_markdown(result: dict, out: Path) -> None:
     """Replace the text between ``REAL_START``/``REAL_END`` in ``out``; without them, add a "Results on a real LLM"
-    section after the synthetic results (``bm.RESULTS_END``) or at the end."""
+    section after the synthetic results (``shared.RESULTS_END``) or at the end."""
     text = markdown_section(result)
     existing = out.read_text() if out.exists() else ""
     if REAL_START in existing and REAL_END in existing:
@@ -278,10 +278,10 @@ def write_markdown(result: dict, out: Path) -> None:
         new = before + REAL_START + "\n" + text + "\n" + REAL_END + rest.split(REAL_END, 1)[1]
     else:
         block = f"\n## Results on a real LLM\n\n{REAL_START}\n{text}\n{REAL_END}\n"
-        if bm.RESULTS_END in existing:
-            head, tail = existing.split(bm.RESULTS_END, 1)
+        if shared.RESULTS_END in existing:
+            head, tail = existing.split(shared.RESULTS_END, 1)
             first, newline, rest = tail.partition("\n")
-            new = head + bm.RESULTS_END + first + newline + block + rest
+            new = head + shared.RESULTS_END + first + newline + block + rest
         else:
             new = existing + block
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -291,7 +291,7 @@ def write_markdown(result: dict, out: Path) -> None:
 # -- main --------------------------------------------------------------------------------------------------------------
 def main_real(args, parser, argv) -> int:
     started = time.perf_counter()
-    bm._quiet()
+    shared._quiet()
     import torch
 
     profile = REAL_PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
@@ -324,10 +324,10 @@ def main_real(args, parser, argv) -> int:
             print(f"[{time.perf_counter() - started:6.0f}s] {method:<18} seed {seed} {run['chosen']}: test jsd "
                   f"{run['jsd']:.4f} f1 {run['f1_macro']:.3f} amb.1/3 {run['jsd_top_entropy']:.4f}", flush=True)
     section = {**facts, "steps": profile.steps, "seeds": seeds, "dataset": args.source,
-               "methods": bm.aggregate(runs, methods),
+               "methods": shared.aggregate(runs, methods),
                "runs": [{k: v for k, v in r.items() if k != "sweep"} for r in runs]}
     result = {
-        "profile": f"real-{profile.name}", "dataset": args.source, "seeds": seeds, "machine": bm.machine(),
+        "profile": f"real-{profile.name}", "dataset": args.source, "seeds": seeds, "machine": shared.machine(),
         "command": "python tools/benchmark_methods.py " + " ".join(shlex.quote(a) for a in argv),
         "methods": section["methods"], "noise_floor_jsd": facts["noise_floor_jsd"], "steps": profile.steps,
         "real": section, "bar": real_bar(section["methods"]),
@@ -335,7 +335,7 @@ def main_real(args, parser, argv) -> int:
     }
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     print()
-    print(bm.format_table(section, show_std=len(seeds) > 1))
+    print(shared.format_table(section, show_std=len(seeds) > 1))
     for check, value in result["bar"].items():
         print(f"bar: {check}: {'HOLDS' if value['holds'] else 'DOES NOT HOLD'}")
     print(f"elapsed {result['elapsed_s']:.0f} s on {result['machine']}")
@@ -367,7 +367,7 @@ def settings(args, profile: RealProfile, facts: dict, runs: list[dict], methods:
 
 def write_outputs(result: dict, args) -> None:
     if args.plot:
-        bm.plot(result, args.plot, names=("real",))
+        shared.plot(result, args.plot, names=("real",))
         result["plot"] = os.path.relpath(args.plot, args.markdown.parent) if args.markdown else str(args.plot)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -20,9 +20,15 @@ TASK_TEMPLATES = {
 # The words a small instruct model answers such a question with (SmolLM2-135M-Instruct answers "neutral" to every
 # pair with the label names; see README, "A real LLM on CPU"). Other tasks say their label names.
 TASK_VERBALIZERS = {"nli": {"entailment": "yes", "neutral": "maybe", "contradiction": "no"}}
-# What opens the model's turn per task. SmolLM2 answers NLI in a word after "Answer:" (83-87% of sampled answers
-# parse, against 41-44% without); the synthetic task's tiny model, trained from scratch on the bare turn, does
-# worse with it (tools/benchmark_methods.py --quick: test JSD 0.182 with, 0.153 without), so other tasks open none.
+# What opens the model's turn per task. SmolLM2 answers NLI in a word after "Answer:": 79.8% of its sampled answers
+# parse into a label, against 30.1% without (100 ChaosNLI-MNLI validation pairs x 8 answers of 6 tokens:
+# tools/zero_shot.py --model artifacts/smollm2-135m-instruct --source chaosnli_mnli --data PATH --split val --limit 100
+# --readouts sampling --max-new-tokens 6 --answer-prefix "Answer:" "", in docs/measurements/
+# answer_prefix_parse_rate_smollm2_chaosnli_mnli_val.json); the synthetic task's tiny model, trained from scratch on
+# the bare turn, does worse with it, so other tasks open none: shala's validation JSD 0.177 with, 0.161 without
+# (tools/benchmark_methods.py --quick --split val --datasets synthetic --methods shala --variant
+# "shala_answer_prefix=shala --data.prompt.answer_prefix=Answer:", in docs/measurements/
+# answer_prefix_synthetic_val.json; 2 seeds, the prefixed runs' spread ±0.031); on test 0.182 with, 0.153 without.
 TASK_ANSWER_PREFIX = {"nli": "Answer:"}
 
 

@@ -108,3 +108,25 @@ def test_real_profile_smoke_tunes_on_validation_and_writes_the_real_section(tmp_
     assert page.endswith("<!-- benchmark_real:end -->\n\n## Next section\n")
     assert "| shala_exact |" in page and "lr 0.0001" in page and "real.png" in page
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_split_val_scores_every_run_on_the_validation_split(tmp_path):
+    """``--split val``: the runs are scored on the validation split (for choices), said so in the output; no bar."""
+    out_json, out_md = tmp_path / "val.json", tmp_path / "val.md"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "benchmark_methods.py"), "--smoke", "--split", "val",
+         "--datasets", "synthetic", "--methods", "zero_shot,shala",
+         "--variant", "shala_b=shala --data.prompt.answer_prefix=Answer:",
+         "--json", str(out_json), "--markdown", str(out_md), "--models-dir", str(tmp_path / "models")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "synthetic: val split of 12 examples" in proc.stdout and "bar:" not in proc.stdout
+    result = json.loads(out_json.read_text())
+    assert result["split"] == "val" and result["bar"] == {}
+    section = result["synthetic"]
+    assert section["n_val"] == 12 and "n_test" not in section
+    assert list(section["methods"]) == ["zero_shot", "shala", "shala_b"]
+    for run in section["runs"]:
+        assert run["n_val"] == 12 and abs(run["jsd_check"] - run["jsd"]) < 1e-4  # validate and predict: one split
+    assert "metrics on the validation split" in out_md.read_text()
