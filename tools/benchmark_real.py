@@ -49,6 +49,9 @@ class RealProfile:
     n_test: int
     learning_rates: tuple
     strengths: tuple = ()  # extra weighting strengths tried at the best learning rate (WEIGHTED methods)
+    # a best learning rate at an end of the grid is not known to be the best: try up to this many more beyond that end
+    # (the grid's outer ratio each time), the same rule for every method
+    edge_extensions: int = 1
     methods: tuple = REAL_METHODS
     batch_size: int = 8
     eval_batch_size: int = 16
@@ -56,7 +59,7 @@ class RealProfile:
 
 
 REAL_PROFILES = {
-    # sized for 2 CPU cores and SmolLM2-135M: 4 trained methods x 2 learning rates x 30 steps of 8 prompts,
+    # sized for 2 CPU cores and SmolLM2-135M: 4 trained methods x 2-3 learning rates x 30 steps of 8 prompts,
     # 8 validations of 100 pairs and 5 tests of 300 pairs; see the README section for the time it took
     "quick": RealProfile("quick", seeds=1, steps=30, n_train=400, n_val=100, n_test=300,
                          learning_rates=(1e-4, 5e-4), methods=QUICK_METHODS),
@@ -64,7 +67,7 @@ REAL_PROFILES = {
                         learning_rates=(5e-5, 1.5e-4, 5e-4), strengths=(0.5, 2.0)),
     # shape only (CI): a tiny model, a dozen pairs, one candidate
     "smoke": RealProfile("smoke", seeds=1, steps=2, n_train=6, n_val=3, n_test=3, learning_rates=(1e-4,),
-                         eval_batch_size=8, batch_size=4),
+                         eval_batch_size=8, batch_size=4, edge_extensions=0),
 }
 
 
@@ -130,6 +133,16 @@ def lr_candidates(method: str, profile: RealProfile) -> list[dict]:
     return [{"lr": lr} for lr in profile.learning_rates]
 
 
+def lr_beyond_edge(tried: list[float], best: float) -> Optional[float]:
+    """The next learning rate past the end of ``tried`` (sorted) that ``best`` sits at, spaced by the ratio of that
+    end's two values; None when ``best`` is inside the grid or there is only one value."""
+    if len(tried) < 2 or tried[0] < best < tried[-1]:
+        return None
+    if best == tried[-1]:
+        return float(f"{best * tried[-1] / tried[-2]:.3g}")
+    return float(f"{best * tried[0] / tried[1]:.3g}")
+
+
 def candidate_args(candidate: dict) -> list[str]:
     args = []
     if "lr" in candidate:
@@ -171,6 +184,15 @@ def run_method(spec: dict) -> dict:
         best_candidate, sweep, (trainer, model, data) = {}, [], _build(spec)
     else:
         sweep, best_candidate, trainer, model, data = _sweep(spec, lr_candidates(spec["method"], spec["profile"]))
+        for _ in range(spec["profile"].edge_extensions):
+            beyond = lr_beyond_edge(sorted(c["lr"] for c in sweep), best_candidate["lr"])
+            if beyond is None:
+                break
+            sweep_more, challenger, *objects = _sweep(spec, [{"lr": beyond}])
+            sweep += sweep_more
+            if challenger["val_jsd"] >= best_candidate["val_jsd"]:
+                break
+            best_candidate, (trainer, model, data) = challenger, tuple(objects)
         if spec["method"] in WEIGHTED and spec["profile"].strengths:
             more = [{"lr": best_candidate["lr"], "strength": s} for s in spec["profile"].strengths]
             sweep_more, challenger, *objects = _sweep(spec, more)
@@ -347,6 +369,9 @@ def main_real(args, parser, argv) -> int:
 def settings(args, profile: RealProfile, facts: dict, runs: list[dict], methods: list[str]) -> dict:
     how = (f"learning rate from {list(profile.learning_rates)} for every trained method, each candidate trained "
            f"{profile.steps} steps and scored by JSD on the validation split; the lowest is tested")
+    if profile.edge_extensions:
+        how += (f"; a best rate at an end of the grid is followed by up to {profile.edge_extensions} more beyond "
+                "that end (the grid's outer ratio), kept while validation JSD improves")
     if profile.strengths:
         how += (f"; for {', '.join(WEIGHTED)} also weighting strength {list(profile.strengths)} at the chosen "
                 "learning rate (1.0 otherwise)")
@@ -357,7 +382,8 @@ def settings(args, profile: RealProfile, facts: dict, runs: list[dict], methods:
         "steps": profile.steps, "batch_size": profile.batch_size, "eval_batch_size": profile.eval_batch_size,
         "lora": "r=16, alpha=32, q/k/v/o projections (configs/smollm2/chaosnli_mnli.yaml)",
         "n_train": facts["n_train"], "n_val": facts["n_val"], "n_test": facts["n_test"],
-        "learning_rates": list(profile.learning_rates), "strengths": list(profile.strengths),
+        "learning_rates": list(profile.learning_rates), "edge_extensions": profile.edge_extensions,
+        "strengths": list(profile.strengths),
         "selection": "lowest validation JSD", "how": how,
         "chosen": {m: [r["chosen"] for r in runs if r["method"] == m] for m in methods},
         "sweeps": {m: {str(r["seed"]): {"chosen": r["chosen"], "sweep": r["sweep"]} for r in runs

@@ -130,3 +130,14 @@ def test_split_val_scores_every_run_on_the_validation_split(tmp_path):
     for run in section["runs"]:
         assert run["n_val"] == 12 and abs(run["jsd_check"] - run["jsd"]) < 1e-4  # validate and predict: one split
     assert "metrics on the validation split" in out_md.read_text()
+
+
+def test_a_best_learning_rate_at_an_end_of_the_grid_is_followed_past_that_end():
+    sys.path.insert(0, str(REPO / "tools"))
+    from benchmark_real import lr_beyond_edge
+
+    assert lr_beyond_edge([1e-4, 5e-4], 5e-4) == 2.5e-3  # the top end: times the grid's outer ratio
+    assert lr_beyond_edge([1e-4, 5e-4], 1e-4) == 2e-5  # the bottom end
+    assert lr_beyond_edge([1e-4, 5e-4, 2.5e-3], 2.5e-3) == 1.25e-2  # an extension is an end too
+    assert lr_beyond_edge([5e-5, 1.5e-4, 5e-4], 1.5e-4) is None  # inside the grid: known to be a local best
+    assert lr_beyond_edge([1e-4], 1e-4) is None  # one value: no ratio to follow
