@@ -131,13 +131,18 @@ class ShalaCLI(LightningCLI):
         return [line]
 
     def _summary(self, before: dict | None, after: dict) -> str:
-        lines = ["", "validation (label distribution vs human votes)", f"{'metric':<12}{'before':>10}{'after':>10}"]
-        for name in SUMMARY_METRICS:
-            key = next((k for k in after if k.endswith("/" + name)), None)
-            if key is None:
-                continue
-            was = f"{before[key]:>10.4f}" if before and key in before else f"{'-':>10}"
-            lines.append(f"{name:<12}{was}{after[key]:>10.4f}")
+        """Validation before and after training; with several readouts (``val/<readout>/<metric>``) one block each,
+        ``sampling``'s with the share of answers that did not parse."""
+        prefixes = list(dict.fromkeys(k.rsplit("/", 1)[0] + "/" for k in after if k.startswith("val/")))
+        width = 12 if len(prefixes) == 1 else 24  # room for "sampling/invalid_rate"
+        lines = ["", "validation (label distribution vs human votes)", f"{'metric':<{width}}{'before':>10}{'after':>10}"]
+        for prefix in prefixes:
+            for name in (*SUMMARY_METRICS, "invalid_rate"):
+                key = prefix + name
+                if key not in after:
+                    continue
+                was = f"{before[key]:>10.4f}" if before and key in before else f"{'-':>10}"
+                lines.append(f"{key.removeprefix('val/'):<{width}}{was}{after[key]:>10.4f}")
         checkpoint = self.trainer.checkpoint_callback
         lines += [
             "",

@@ -274,3 +274,20 @@ def test_data_module_loads_the_tokenizer_with_the_model_settings(tiny_model_dir)
     assert (data.tokenizer_trust_remote_code, data.tokenizer_from_hub) == (True, False)
     assert data.tokenizer.padding_side == "left" and data.tokenizer.pad_token is not None
     assert data.tokenizer.get_vocab() == cli.model.tokenizer.get_vocab()
+
+
+@pytest.mark.parametrize("readouts", [["label_probs"], ["label_probs", "sampling"]])
+def test_fit_ends_with_validation_before_and_after_for_each_readout(tiny_model_dir, tmp_path, capsys, readouts):
+    args = small_quickstart_run(tiny_model_dir, tmp_path, 1, "--validate_before_fit", "true",
+                                "--trainer.limit_val_batches", "1", "--model.init_args.readouts", str(readouts),
+                                "--model.init_args.sampling.num_samples", "2")
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.split("vs human votes)\n", 1)[1].splitlines()[1:]
+            if line.strip() and not line.startswith(("logs:", "checkpoints:", "exported"))}
+    if len(readouts) == 1:
+        assert list(rows) == ["jsd", "kl", "f1_macro", "accuracy"]
+    else:  # one block per readout; the sampling readout's parse failures next to its metrics
+        assert list(rows) == [f"{r}/{m}" for r in readouts for m in ("jsd", "kl", "f1_macro", "accuracy")] + [
+            "sampling/invalid_rate"]
+    assert all(len(values) == 2 and all(0 <= float(v) for v in values) for values in rows.values())
