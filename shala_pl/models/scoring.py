@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from shala_pl.models.shared_prefix import (
+    ATTENTION_PREFIX,
     position_ids_from_mask,
     prefill_prompts,
     shared_prefix_cache,
@@ -112,8 +113,9 @@ def verbalizer_log_probs(
 ) -> Tensor:
     """log P(verbalizer_k | x) under the full vocabulary, [B, K] (sum over a verbalizer's tokens).
 
-    Each prompt runs once; the K verbalizers are scored as K answers sharing it. One-token verbalizers need only
-    the prompt's next-token distribution.
+    One forward pass: one-token verbalizers need only the prompt's next-token distribution; longer ones ride along
+    after the prompt in the same pass (``_one_pass_verbalizer_log_probs``). Attention implementations that take no
+    hand-made mask (flash attention) score them as K answers on the prompt's cache, a second pass.
     """
     batch, num_labels = prompt_ids.shape[0], len(verbalizer_ids)
     device = prompt_ids.device
@@ -122,6 +124,8 @@ def verbalizer_log_probs(
                        use_cache=False, logits_to_keep=1).logits[:, -1]  # [B, V]
         first_tokens = torch.tensor([t[0] for t in verbalizer_ids], device=device)
         return selective_log_softmax(logits, first_tokens.expand(batch, -1))
+    if _tree_mask_kind(model) is not None:
+        return _one_pass_verbalizer_log_probs(model, prompt_ids, prompt_mask, verbalizer_ids)
     longest = max(len(t) for t in verbalizer_ids)
     verb = torch.zeros(num_labels, longest, dtype=torch.long, device=device)
     verb_mask = torch.zeros(num_labels, longest, dtype=torch.long, device=device)
@@ -131,3 +135,56 @@ def verbalizer_log_probs(
     verb, verb_mask = verb.repeat(batch, 1), verb_mask.repeat(batch, 1)  # [B * K, longest], grouped by prompt
     token_logp = shared_prompt_completion_log_probs(model, prompt_ids, prompt_mask, verb, verb_mask)
     return (token_logp * verb_mask).sum(-1).view(batch, num_labels)
+
+
+def _tree_mask_kind(model) -> str | None:
+    """How a hand-made 4D attention mask is given to ``model``'s attention: ``bool`` (sdpa), ``additive`` (eager),
+    or None where one cannot be (flash attention, and what ``supports_shared_prefix`` rejects)."""
+    if not supports_shared_prefix(model):
+        return None
+    base = model.config._attn_implementation or "eager"
+    base = base.removeprefix(ATTENTION_PREFIX)
+    return {"sdpa": "bool", "eager": "additive"}.get(base)
+
+
+def _one_pass_verbalizer_log_probs(model, prompt_ids: Tensor, prompt_mask: Tensor,
+                                   verbalizer_ids: list[list[int]]) -> Tensor:
+    """``verbalizer_log_probs`` of multi-token words in one forward pass, [B, K].
+
+    Each row is its prompt followed by every word's tokens but the last (the "branches"); a branch token attends to
+    the prompt's real tokens and to the earlier tokens of its own word only, at the positions it would have right
+    after the prompt. The prompt's last position predicts every word's first token, a branch token the next token of
+    its word. The same numbers as scoring the words as answers on the prompt's cache, without a second pass
+    through the model.
+    """
+    batch, prompt_len = prompt_ids.shape
+    device = prompt_ids.device
+    branch = [(k, j, tokens[j]) for k, tokens in enumerate(verbalizer_ids) for j in range(len(tokens) - 1)]
+    word = torch.tensor([k for k, _, _ in branch], device=device)  # [M] the word each branch token belongs to
+    depth = torch.tensor([j for _, j, _ in branch], device=device)  # [M] its index in the word
+    inputs = torch.tensor([token for _, _, token in branch], device=device)  # [M]
+    targets = torch.tensor([verbalizer_ids[k][j + 1] for k, j, _ in branch], device=device)  # [M] what it predicts
+    size = prompt_len + len(branch)
+
+    ids = torch.cat([prompt_ids, inputs.expand(batch, -1)], dim=1)  # [B, L + M]
+    real = prompt_mask.bool()
+    positions = torch.cat([position_ids_from_mask(prompt_mask),
+                           real.sum(-1, keepdim=True) + depth], dim=1)  # [B, L + M]
+    visible = torch.zeros(batch, size, size, dtype=torch.bool, device=device)
+    causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=device).tril()
+    visible[:, :prompt_len, :prompt_len] = causal & real[:, None, :]
+    visible[:, prompt_len:, :prompt_len] = real[:, None, :]
+    same_word_before = (word[:, None] == word[None, :]) & (depth[None, :] <= depth[:, None])  # [M, M]
+    visible[:, prompt_len:, prompt_len:] = same_word_before
+    visible |= torch.eye(size, dtype=torch.bool, device=device)  # a padding query sees itself: no empty row
+    mask = visible[:, None]  # [B, 1, L + M, L + M]
+    if _tree_mask_kind(model) == "additive":
+        dtype = model.get_input_embeddings().weight.dtype
+        mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, torch.finfo(dtype).min)
+
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
+                   logits_to_keep=len(branch) + 1).logits  # [B, 1 + M, V]: the prompt's last position, the branches
+    first_tokens = torch.tensor([t[0] for t in verbalizer_ids], device=device)
+    scores = selective_log_softmax(logits[:, 0], first_tokens.expand(batch, -1))  # [B, K]
+    rest = selective_log_softmax(logits[:, 1:], targets.expand(batch, -1).unsqueeze(-1)).squeeze(-1)  # [B, M]
+    return scores.index_add(1, word, rest)

@@ -24,10 +24,11 @@ from shala_pl.models.shared_prefix import position_ids_from_mask
 
 PROMPTS = ["Premise: a man plays a guitar. Hypothesis: a person makes music. Answer:",
            "Is it fine?", "Two dogs run across a snowy field while a child watches from the porch. Label:"]
-VERBALIZERS = {"one_token": [[11], [12], [13]], "one_to_four_tokens": [[11], [12, 40, 41], [13, 50, 51, 52], [14, 60]]}
+VERBALIZERS = {"one_token": [[11], [12], [13]], "one_to_four_tokens": [[11], [12, 40, 41], [13, 50, 51, 52], [14, 60]],
+               "shared_first_tokens": [[12, 40], [12, 41, 42], [13]]}
 
 
-def tiny(model_dir, architecture: str, checkpointing=False, lora: bool = False):
+def tiny(model_dir, architecture: str, checkpointing=False, lora: bool = False, attention: str = "sdpa"):
     """``checkpointing``: False, True (the model option: transformers' checkpointing) or "wrapper" (torch's
     ``checkpoint_wrapper`` around each decoder layer, what the FSDP strategy's activation-checkpointing policy
     applies)."""
@@ -37,7 +38,7 @@ def tiny(model_dir, architecture: str, checkpointing=False, lora: bool = False):
     else:
         config.num_key_value_heads = 2  # grouped-query attention
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=attention)
     if checkpointing == "wrapper":
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
 
@@ -104,12 +105,15 @@ def test_selective_log_softmax_equals_the_full_one():
 @pytest.mark.parametrize("architecture", ["qwen2", "llama"])
 @pytest.mark.parametrize("words", sorted(VERBALIZERS))
 @pytest.mark.parametrize("checkpointing", [False, True])
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])  # the one-pass mask as a boolean and as an additive mask
 def test_labels_scored_on_the_shared_prompt_equal_the_plain_scores(tiny_model_dir, prompts, architecture, words,
-                                                                   checkpointing):
+                                                                   checkpointing, attention):
+    """Multi-token words are scored in one pass over the prompt and the words' tokens (each word sees the prompt and
+    its own earlier tokens): the same values and gradients as the prompt repeated once per word."""
     verbalizer_ids = VERBALIZERS[words]
     plain = values_and_grads(tiny(tiny_model_dir, architecture),
                              lambda m: plain_verbalizer_log_probs(m, *prompts, verbalizer_ids))
-    ours = values_and_grads(tiny(tiny_model_dir, architecture, checkpointing),
+    ours = values_and_grads(tiny(tiny_model_dir, architecture, checkpointing, attention=attention),
                             lambda m: verbalizer_log_probs(m, *prompts, verbalizer_ids))
     assert_same(ours, plain)
     normalised = label_log_probs(tiny(tiny_model_dir, architecture), *prompts, verbalizer_ids)
@@ -152,4 +156,6 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_dir, prompts
     mlp.register_forward_pre_hook(lambda *_: calls.append(1))
     checkpointed = values_and_grads(model, score)
     assert_same(checkpointed, plain)
-    assert len(calls) == 4  # the prompts' pass and the answers' pass, each run again in the backward pass
+    # generate: the prompts' pass and the answers' pass; labels: one pass over the prompts and the words' tokens;
+    # each run again in the backward pass
+    assert len(calls) == (4 if path == "generate" else 2)

@@ -201,9 +201,9 @@ def test_label_mode_trains_on_the_rollouts_own_forward(tiny_model_dir, objective
     shared, shared_forwards, shared_weights = trained(1)
     separate, separate_forwards, separate_weights = trained(2)
     assert shared.shares_label_forward and not separate.shares_label_forward
-    passes = 1 if all(len(t) == 1 for t in shared.verbalizer_ids) else 2  # multi-token words: prompt, then words
-    # per step: the rollout's scoring only, against the rollout's and then one per micro-batch
-    assert shared_forwards == 2 * passes and separate_forwards == 2 * (1 + 2) * passes
+    # per step one pass over the prompts and the label words' tokens: the rollout's scoring only, against the
+    # rollout's and then one per micro-batch
+    assert shared_forwards == 2 and separate_forwards == 2 * (1 + 2)
     for name, weight in shared_weights.items():
         torch.testing.assert_close(weight, separate_weights[name], atol=1e-6, rtol=1e-5, msg=name)
 
