@@ -24,11 +24,11 @@ TASK_VERBALIZERS = {"nli": {"entailment": "yes", "neutral": "maybe", "contradict
 # parse into a label, against 30.1% without (100 ChaosNLI-MNLI validation pairs x 8 answers of 6 tokens:
 # tools/zero_shot.py --model artifacts/smollm2-135m-instruct --source chaosnli_mnli --data PATH --split val --limit 100
 # --readouts sampling --max-new-tokens 6 --answer-prefix "Answer:" "", in docs/measurements/
-# answer_prefix_parse_rate_smollm2_chaosnli_mnli_val.json); the synthetic task's tiny model, trained from scratch on
-# the bare turn, does worse with it, so other tasks open none: shala's validation JSD 0.177 with, 0.161 without
+# answer_prefix_parse_rate_smollm2_chaosnli_mnli_val.json). Other tasks open none: on the synthetic task (a tiny model
+# trained from scratch) the prefix does not help - shala's validation JSD 0.177±0.031 with, 0.172±0.026 without
 # (tools/benchmark_methods.py --quick --split val --datasets synthetic --methods shala --variant
 # "shala_answer_prefix=shala --data.prompt.answer_prefix=Answer:", in docs/measurements/
-# answer_prefix_synthetic_val.json; 2 seeds, the prefixed runs' spread ±0.031); on test 0.182 with, 0.153 without.
+# answer_prefix_synthetic_val.json; 2 seeds), a difference within the seeds' spread.
 TASK_ANSWER_PREFIX = {"nli": "Answer:"}
 
 
