@@ -124,8 +124,9 @@ def verbalizer_log_probs(
                        use_cache=False, logits_to_keep=1).logits[:, -1]  # [B, V]
         first_tokens = torch.tensor([t[0] for t in verbalizer_ids], device=device)
         return selective_log_softmax(logits, first_tokens.expand(batch, -1))
-    if _tree_mask_kind(model) is not None:
-        return _one_pass_verbalizer_log_probs(model, prompt_ids, prompt_mask, verbalizer_ids)
+    mask_kind = _tree_mask_kind(model)
+    if mask_kind is not None:
+        return _one_pass_verbalizer_log_probs(model, prompt_ids, prompt_mask, verbalizer_ids, mask_kind)
     longest = max(len(t) for t in verbalizer_ids)
     verb = torch.zeros(num_labels, longest, dtype=torch.long, device=device)
     verb_mask = torch.zeros(num_labels, longest, dtype=torch.long, device=device)
@@ -147,8 +148,8 @@ def _tree_mask_kind(model) -> str | None:
     return {"sdpa": "bool", "eager": "additive"}.get(base)
 
 
-def _one_pass_verbalizer_log_probs(model, prompt_ids: Tensor, prompt_mask: Tensor,
-                                   verbalizer_ids: list[list[int]]) -> Tensor:
+def _one_pass_verbalizer_log_probs(model, prompt_ids: Tensor, prompt_mask: Tensor, verbalizer_ids: list[list[int]],
+                                   mask_kind: str) -> Tensor:
     """``verbalizer_log_probs`` of multi-token words in one forward pass, [B, K].
 
     Each row is its prompt followed by every word's tokens but the last (the "branches"); a branch token attends to
@@ -178,7 +179,7 @@ def _one_pass_verbalizer_log_probs(model, prompt_ids: Tensor, prompt_mask: Tenso
     visible[:, prompt_len:, prompt_len:] = same_word_before
     visible |= torch.eye(size, dtype=torch.bool, device=device)  # a padding query sees itself: no empty row
     mask = visible[:, None]  # [B, 1, L + M, L + M]
-    if _tree_mask_kind(model) == "additive":
+    if mask_kind == "additive":
         dtype = model.get_input_embeddings().weight.dtype
         mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, torch.finfo(dtype).min)
 
