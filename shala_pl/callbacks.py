@@ -3,8 +3,9 @@
 - :class:`JsonlPredictionWriter`: ``predict`` output as JSON lines.
 - :class:`ReproducibleRNG`: per-rank seeding at the start of training and the global RNG states (torch, CUDA,
   numpy, python) in every checkpoint, restored on resume: Lightning restores neither.
-- :class:`GracefulInterrupt`: SIGTERM, or a first Ctrl-C, stops training after the current step and writes a
-  resumable ``last.ckpt``.
+- :class:`GracefulInterrupt`: SIGTERM, or a first Ctrl-C, on any rank stops every rank at the next step boundary;
+  ``fit`` writes one resumable ``last.ckpt``.
+- :class:`MidEpochStop`: a run that stopped part-way through an epoch resumes part-way through it.
 - :class:`StepProgressBar`: the console's training bar, in optimizer steps, with the reward and validation JSD.
 """
 
@@ -22,7 +23,7 @@ from typing import Optional
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, TQDMProgressBar
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import _update_n
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -60,6 +61,13 @@ class JsonlPredictionWriter(BasePredictionWriter):
             self._file.close()
             pl_module.print(f"predictions written to {self._output_path(trainer)}")
             self._file = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """A stopped or failed ``predict`` leaves no partial file that could pass for a whole one."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._output_path(trainer).unlink(missing_ok=True)
 
 
 # -- RNG state ----------------------------------------------------------------------------------------------------------
@@ -158,57 +166,137 @@ class ReproducibleRNG(Callback):
 
 # -- graceful interruption ------------------------------------------------------------------------------------------
 class GracefulInterrupt(Callback):
-    """SIGTERM (schedulers, ``kill``) or a first Ctrl-C: finish the current step, write ``last.ckpt``, stop.
+    """SIGTERM (schedulers, ``kill``) or a first Ctrl-C, on any rank or on all: every rank stops at the next step
+    boundary, ``fit`` writes one resumable ``last.ckpt``, and the process exits 143 (SIGTERM) or 130 (Ctrl-C).
 
-    Lightning 2.6 handles SIGTERM by setting ``trainer.received_sigterm``; the loops raise ``SIGTERMException``
-    after the current training batch (under DDP rank 0's signal is broadcast, so all ranks stop at the same
-    batch) and call every callback's ``on_exception``, but nothing is saved by default. This callback saves there,
-    into the ``checkpoint`` callback's ``last.ckpt`` (resume with ``--ckpt_path last`` or that path). It saves
-    nothing for other exceptions: after ``NonFiniteTrainingError`` the last good checkpoint stays as it is.
+    The signal handler only records the signal. The ranks agree at the end of each training step (an all-reduce of
+    the recorded signal, so a signal that reached rank 1 only stops rank 0 too), and raise Lightning's
+    ``SIGTERMException`` together. Lightning's own SIGTERM handler is replaced while a trainer runs: it calls a
+    collective from inside the handler, which hangs when the signal reaches a rank other than 0 (rank 1 waits in
+    its broadcast while rank 0 waits in the gradient all-reduce).
 
-    A first Ctrl-C is turned into the same graceful stop; a second one aborts at once (Lightning's
-    KeyboardInterrupt path) without saving, because it can land half-way through an update.
+    Where a stop takes effect: in ``fit``, after the current optimizer step, or at the end of a validation that is
+    running (a half-done validation would leave half its metrics); in ``validate``/``test``/``predict`` and the
+    CLI's validations before and after ``fit``, after the current batch on one process and at the end of the pass
+    under DDP (ranks can hold different numbers of evaluation batches, so there is no common batch boundary).
+
+    What ``fit`` saves: the full state through the ``checkpoint`` callback's ``last.ckpt`` (so a resumed run keeps
+    writing that one file); nothing when no step was taken since the run started (a resumed run's checkpoint
+    stays the newest state). Nothing is saved for other exceptions: after ``NonFiniteTrainingError`` the last good
+    checkpoint stays as it is. A second Ctrl-C aborts at once without saving, because it can land half-way through
+    an update.
+
+    :meth:`install` keeps the handler in place between trainer runs too (the CLI installs it for the whole
+    subcommand), so a signal during set-up, export or between the validations is acted on, not lost.
     """
 
     def __init__(self, catch_sigint: bool = True):
         self.catch_sigint = catch_sigint
-        self._previous_sigint = None
+        self.requested: Optional[int] = None  # the signal this process received, not yet acted on
+        self.signum: Optional[int] = None  # the signal that stopped the run (agreed by every rank)
         self.saved_path: Optional[str] = None
-        self.signum: Optional[int] = None  # the signal that stopped training (SIGINT or SIGTERM), if any
         self.aborted = False  # a second Ctrl-C: stopped at once, nothing saved
+        self._start_step = 0
+        self._installed: dict[int, object] = {}
 
     @property
     def exit_code(self) -> Optional[int]:
         """The shell's convention for a process ended by a signal (130 for SIGINT, 143 for SIGTERM), when one
-        stopped training."""
+        stopped the run."""
         return 128 + int(self.signum) if self.signum is not None else None
 
+    @property
+    def stopped_by(self) -> str:
+        return "Ctrl-C" if self.signum == signal.SIGINT else "SIGTERM"
+
+    # -- handlers ------------------------------------------------------------------------------------------------
+    def _signals(self) -> tuple[int, ...]:
+        return (signal.SIGTERM, signal.SIGINT) if self.catch_sigint else (signal.SIGTERM,)
+
+    def install(self) -> None:
+        """Record SIGTERM / Ctrl-C from now until :meth:`uninstall` (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in self._signals():
+            self._installed.setdefault(signum, signal.getsignal(signum))
+            signal.signal(signum, self._on_signal)
+
+    def uninstall(self) -> None:
+        for signum, handler in self._installed.items():
+            signal.signal(signum, handler)
+        self._installed = {}
+
+    def _take_signals(self) -> None:
+        """Replace the handler Lightning installed for this trainer run; its teardown restores the one it found."""
+        if threading.current_thread() is threading.main_thread():
+            for signum in self._signals():
+                signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.requested == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt  # the second Ctrl-C: abort now
+        if signum == signal.SIGINT:
+            rank_zero_info("\nCtrl-C: stopping at the next step boundary (press Ctrl-C again to abort without saving)")
+        self.requested = max(int(signum), int(self.requested or 0))
+
+    def _stop_if_requested(self, trainer) -> None:
+        """Raise ``SIGTERMException`` on every rank when any rank received a signal (a collective under DDP)."""
+        value = int(self.requested or 0)
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            agreed = torch.tensor([value], device=trainer.strategy.root_device)
+            torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MAX)
+            value = int(agreed.item())
+        if value:
+            self.signum, self.requested = value, None
+            raise SIGTERMException()
+
+    def _stop_after_batch(self, trainer) -> None:
+        if trainer.world_size == 1:
+            self._stop_if_requested(trainer)
+
+    # -- where the ranks agree ----------------------------------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:
-        self.signum, self.aborted = None, False
-        # After Lightning has installed its SIGTERM handler (just before the loops run); it restores every handler
-        # it found, SIGINT's included, when the run ends, normally or not.
-        if self.catch_sigint and threading.current_thread() is threading.main_thread():
-            self._previous_sigint = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._on_sigint)
+        self._take_signals()
+        self.signum, self.aborted, self.saved_path = None, False, None
+        self._start_step = trainer.global_step
+        self._stop_if_requested(trainer)  # a signal during set-up: stop before the first step
 
-    def _restore_sigint(self) -> None:
-        if self._previous_sigint is not None:
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._stop_if_requested(trainer)
 
-    def on_train_end(self, trainer, pl_module) -> None:
-        self._restore_sigint()
+    def on_sanity_check_start(self, trainer, pl_module) -> None:
+        self._take_signals()
 
-    def _on_sigint(self, signum, frame) -> None:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # the next Ctrl-C raises KeyboardInterrupt
-        sigterm_handler = signal.getsignal(signal.SIGTERM)
-        if not callable(sigterm_handler):  # Lightning's handler is not installed (yet): behave like Ctrl-C
-            raise KeyboardInterrupt
-        rank_zero_info("\nCtrl-C: stopping after the current step and writing a resumable checkpoint "
-                       "(press Ctrl-C again to abort without saving)")
-        self.signum = signal.SIGINT
-        sigterm_handler(signal.SIGTERM, frame)
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._take_signals()
 
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:
+            self._stop_after_batch(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._stop_if_requested(trainer)
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        self._take_signals()
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._stop_after_batch(trainer)
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self._stop_if_requested(trainer)
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self._take_signals()
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._stop_after_batch(trainer)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        self._stop_if_requested(trainer)
+
+    # -- what is saved -------------------------------------------------------------------------------------------
     @staticmethod
     def last_checkpoint_path(trainer) -> Path:
         callback = trainer.checkpoint_callback
@@ -218,35 +306,64 @@ class GracefulInterrupt(Callback):
         return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        self._restore_sigint()
         if isinstance(exception, KeyboardInterrupt):
             self.signum, self.aborted = signal.SIGINT, True
             return
-        if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
+        if not isinstance(exception, SIGTERMException) or self.signum is None:
             return
-        if self.signum is None:
-            self.signum = signal.SIGTERM
-        if trainer.sanity_checking:
+        if trainer.state.fn != TrainerFn.FITTING:
+            return  # evaluation: nothing to save; the CLI says which pass was stopped
+        step = trainer.global_step
+        if step == self._start_step:
+            rank_zero_info(f"interrupted by {self.stopped_by} at step {step}, before any step of this run: no "
+                           f"checkpoint written (exit status {self.exit_code})")
             return
+        path = self._save(trainer)
+        self.saved_path = str(path)
+        rank_zero_info(f"interrupted by {self.stopped_by} at step {step}: resumable checkpoint {path}; continue "
+                       f"with the same command and --ckpt_path last (exit status {self.exit_code})")
+
+    def _save(self, trainer) -> Path:
+        """The full resumable state into ``last.ckpt``, through the checkpoint callback when it keeps one, so that a
+        resumed run knows the file and keeps writing it (not ``last-v1.ckpt`` beside it)."""
+        callback = trainer.checkpoint_callback
+        if isinstance(callback, ModelCheckpoint) and callback.save_last is True and callback.dirpath:
+            callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+            return Path(callback.last_model_path)
         path = self.last_checkpoint_path(trainer)
         if trainer.is_global_zero and path.is_symlink():  # save_last="link": never write through the link
             path.unlink()
-        trainer.save_checkpoint(path, weights_only=False)  # the full resumable state (and no notice about it)
-        self.saved_path = str(path)
-        by = "Ctrl-C" if self.signum == signal.SIGINT else "SIGTERM"
-        rank_zero_info(f"interrupted by {by} at step {trainer.global_step}: resumable checkpoint {path}; continue "
-                       f"with the same command and --ckpt_path last (exit status {self.exit_code})")
+        trainer.save_checkpoint(path, weights_only=False)
+        return path
 
 
-class _DropSigtermNotice(logging.Filter):
-    """Lightning logs "Received SIGTERM: 15" also for a Ctrl-C (turned into its SIGTERM path above):
-    GracefulInterrupt states what happened instead."""
+class MidEpochStop(Callback):
+    """A run that stops part-way through an epoch (``max_steps``, a signal, ``should_stop``) resumes part-way.
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Received SIGTERM" not in record.getMessage()
+    Lightning closes the epoch when ``max_steps`` ends it early and then writes ``last.ckpt`` with the epoch
+    counted as finished: a run continued from it (``fit --trainer.max_steps 4 --ckpt_path last`` after 2 steps)
+    starts the *next* epoch's data order and is not the run it continues. When the training loader has batches
+    left in the epoch, the saved progress is put back to "inside the epoch", which is what a checkpoint written
+    at the same step by an uninterrupted run holds, so the loader (``ResumableDataLoader``) continues with the next
+    unseen batch."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if trainer.state.fn != TrainerFn.FITTING or not _epoch_closed_early(trainer):
+            return
+        progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]
+        for counts in (progress["total"], progress["current"]):
+            counts["processed"] = counts["completed"] = counts["started"] - 1
+        checkpoint["epoch"] = trainer.current_epoch - 1
 
 
-logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").addFilter(_DropSigtermNotice())
+def _epoch_closed_early(trainer) -> bool:
+    """The fit loop counted the current epoch as processed although its training loader has batches left."""
+    fit_loop = trainer.fit_loop
+    epoch = fit_loop.epoch_progress.current
+    batches = fit_loop.epoch_loop.batch_progress
+    total = trainer.num_training_batches
+    return (epoch.processed == epoch.started and epoch.started > 0 and not batches.is_last_batch
+            and isinstance(total, int) and batches.current.completed < total)
 
 
 # -- console ----------------------------------------------------------------------------------------------------------

@@ -4,13 +4,12 @@ Where a run's files go (one rule): ``trainer.default_root_dir`` decides. With a 
 config names another) every run gets ``<default_root_dir>/version_N/`` holding its logs, ``checkpoints/`` and, at
 the end of ``fit``, ``hf_model/``; without one (``--trainer.logger false``) they go straight under
 ``<default_root_dir>``. A config overrides one of them by naming it: the logger's ``save_dir``,
-``checkpoint.dirpath``, ``predictions.path``. ``--ckpt_path last`` is the newest ``last.ckpt`` of that layout, and a
-resumed ``fit`` keeps logging into the folder it resumes.
+``checkpoint.dirpath``, ``predictions.path``. ``--ckpt_path last`` is the newest run's newest state (the highest
+``global_step`` among its ``last*.ckpt``), and a resumed ``fit`` keeps logging into the folder it resumes;
+``--ckpt_path best`` (validate/test/predict) is the best checkpoint by ``checkpoint.monitor`` recorded in that state.
 """
 
 from __future__ import annotations
-
-import contextlib
 
 import logging
 import re
@@ -22,9 +21,11 @@ from typing import Optional
 from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
-from shala_pl.callbacks import GracefulInterrupt, JsonlPredictionWriter, ReproducibleRNG, StepProgressBar
+from shala_pl.callbacks import GracefulInterrupt, JsonlPredictionWriter, MidEpochStop, ReproducibleRNG, StepProgressBar
+from shala_pl.checkpoints import AtomicCheckpointIO, best_checkpoint, checkpoint_problem, newest_checkpoint
 from shala_pl.data.datamodule import VoteDataModule
 from shala_pl.data.sampling import requires_lockstep
 from shala_pl.errors import ConfigValueError
@@ -64,8 +65,12 @@ class ShalaCLI(LightningCLI):
         callbacks = trainer.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            kwargs["callbacks"] = [*callbacks, StepProgressBar()]
-        return super().instantiate_trainer(**kwargs)
+            callbacks.append(StepProgressBar())
+        kwargs["callbacks"] = [*callbacks, MidEpochStop()]
+        built = super().instantiate_trainer(**kwargs)
+        if type(built.strategy.checkpoint_io) is TorchCheckpointIO:  # not a strategy's or the config's own writer
+            built.strategy.checkpoint_io = AtomicCheckpointIO()
+        return built
 
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
@@ -75,34 +80,64 @@ class ShalaCLI(LightningCLI):
         if subcommand == "predict":
             self.save_config_callback = None  # predict has no run folder of its own to describe
 
-    def fit(self, **kwargs) -> None:
-        """``trainer.fit``; a run stopped by a signal exits with the shell's code for it (130 Ctrl-C, 143 SIGTERM)
-        once GracefulInterrupt has written its resumable checkpoint, so scripts can tell it from a finished run."""
-        with self._signal_exit_codes():
-            self.trainer.fit(**kwargs)
-
-    @contextlib.contextmanager
-    def _signal_exit_codes(self):
-        """Lightning ends a run stopped by Ctrl-C with ``sys.exit(1)``; exit with the signal's code instead."""
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Every stop by a signal, in any phase of the subcommand, ends with the shell's code for it (130 Ctrl-C,
+        143 SIGTERM) and one line saying what was saved, so scripts can tell it from a finished run."""
+        interrupt = self._interrupt()
+        if interrupt is None:
+            return super()._run_subcommand(subcommand)
+        self._phase = subcommand
+        interrupt.install()  # a signal between the trainer's runs is recorded too, and acted on at the next boundary
         try:
-            yield
-        except SystemExit:
-            interrupt = next((c for c in self.trainer.callbacks if isinstance(c, GracefulInterrupt)), None)
-            if interrupt is None or interrupt.exit_code is None:
+            super()._run_subcommand(subcommand)
+        except SystemExit:  # Lightning's SIGTERMException, or its sys.exit(1) after a second Ctrl-C
+            if interrupt.exit_code is None:
                 raise
+            self._say_what_was_saved(interrupt)
             raise SystemExit(interrupt.exit_code) from None
+        finally:
+            interrupt.uninstall()
+        if interrupt.requested is not None:  # arrived after the last boundary (the export): everything was saved
+            interrupt.signum = interrupt.requested
+            rank_zero_info(f"{interrupt.stopped_by} received as the {subcommand} finished: everything was written "
+                           f"(exit status {interrupt.exit_code})")
+            raise SystemExit(interrupt.exit_code)
+
+    def _interrupt(self) -> Optional[GracefulInterrupt]:
+        return next((c for c in self.trainer.callbacks if isinstance(c, GracefulInterrupt)), None)
+
+    def _say_what_was_saved(self, interrupt: GracefulInterrupt) -> None:
+        """``fit``'s own stop is reported by GracefulInterrupt (it knows whether it saved); the others here."""
+        stopped = f"stopped by {interrupt.stopped_by}" + (" (aborted: second Ctrl-C)" if interrupt.aborted else "")
+        code = f"(exit status {interrupt.exit_code})"
+        if self._phase == "fit" and not interrupt.aborted:
+            return
+        if self._phase == "fit":
+            rank_zero_info(f"{stopped} during training: no checkpoint written for the step in progress; the "
+                           f"checkpoints folder holds what was saved before {code}")
+        elif self._phase == "before_fit":
+            rank_zero_info(f"{stopped} during the validation before training: nothing trained, no checkpoint "
+                           f"written {code}")
+        elif self._phase == "after_fit":
+            last = GracefulInterrupt.last_checkpoint_path(self.trainer)
+            rank_zero_info(f"{stopped} during the validation after training: the trained model is in {last} (step "
+                           f"{self.trainer.global_step}); the hf_model export and the summary were skipped {code}")
+        else:
+            rank_zero_info(f"{stopped} during {self._phase}: no results written {code}")
 
     def before_fit(self) -> None:
         self.before_metrics = None
         config = self.config[self.subcommand]
         if config.validate_before_fit and config.get("ckpt_path") is None:
-            with self._signal_exit_codes():
-                before = self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
+            self._phase = "before_fit"
+            before = self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
             self.before_metrics = _metrics_of(before)
+        self._phase = "fit"
 
     def after_fit(self) -> None:
         if self.trainer.interrupted:
             return
+        self._phase = "after_fit"
         after = _metrics_of(self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False))
         self._export_path = self._export_dir()  # on every rank: trainer.log_dir is a collective under DDP
         if requires_lockstep(self.trainer.strategy):
@@ -170,7 +205,11 @@ def settle_run_paths(config: Namespace, subcommand: str) -> None:
         require_checkpoint(config, subcommand, root)
     if config.get("ckpt_path") == "last":
         config.ckpt_path = str(find_last_checkpoint(config, subcommand, root))
+    elif config.get("ckpt_path") == "best":
+        config.ckpt_path = str(find_best_checkpoint(config, subcommand, root))
     check_sharded_checkpoint(config)
+    check_checkpoint_file(config)
+    name_headline_monitor(config)
     if subcommand != "fit":
         place_evaluation(config, subcommand, root)
 
@@ -203,17 +242,24 @@ def _version(folder: Path) -> Optional[int]:
 
 
 def find_last_checkpoint(config: Namespace, subcommand: str, root: str) -> Path:
+    """The newest run's newest state: the run is the highest ``version_N`` holding a ``last*.ckpt`` (or the one
+    checkpoint folder without a logger), the state the highest ``global_step`` among its ``last*.ckpt``."""
     logger = _logger_root(config)
     if config.checkpoint.dirpath or config.trainer.logger is False:
         where = Path(config.checkpoint.dirpath or Path(root) / "checkpoints")
-        found = where / "last.ckpt" if _is_checkpoint(where / "last.ckpt") else None
+        found = newest_checkpoint(where) or (where / "last.ckpt" if _is_checkpoint(where / "last.ckpt") else None)
     elif logger is not None:
         init_args, where = logger
-        versions = sorted((_version(p.parent.parent), p) for p in where.glob("version_*/checkpoints/last.ckpt")
-                          if _version(p.parent.parent) is not None and _is_checkpoint(p))
-        found = versions[-1][1] if versions else None
-        if found is not None and subcommand == "fit":
-            init_args.version = versions[-1][0]  # keep logging (and checkpointing) into the resumed run's folder
+        runs = sorted((_version(p), p) for p in where.glob("version_*") if _version(p) is not None)
+        found = None
+        for version, run in reversed(runs):
+            found = newest_checkpoint(run / "checkpoints")
+            if found is None and _is_checkpoint(run / "checkpoints" / "last.ckpt"):  # a sharded folder
+                found = run / "checkpoints" / "last.ckpt"
+            if found is not None:
+                if subcommand == "fit":
+                    init_args.version = version  # keep logging (and checkpointing) into the resumed run's folder
+                break
     else:
         raise ConfigValueError("--ckpt_path last: this logger's folder layout is unknown; give the checkpoint's path")
     if found is None:
@@ -221,6 +267,42 @@ def find_last_checkpoint(config: Namespace, subcommand: str, root: str) -> Path:
         raise ConfigValueError(f"--ckpt_path last: no last.ckpt under {where} to {action} (trainer.default_root_dir "
                                f"is {root}); give a checkpoint path, or leave out --ckpt_path to start a new run")
     return found
+
+
+def find_best_checkpoint(config: Namespace, subcommand: str, root: str) -> Path:
+    """The best checkpoint (by ``checkpoint.monitor``) that the newest run recorded in its newest state."""
+    if subcommand == "fit":
+        raise ConfigValueError("--ckpt_path best is for validate, test and predict; fit resumes the newest state: "
+                               "--ckpt_path last")
+    last = find_last_checkpoint(config, subcommand, root)
+    best, monitor = best_checkpoint(last)
+    if monitor is None:
+        raise ConfigValueError(f"--ckpt_path best: the run of {last} monitored no metric (set checkpoint.monitor, "
+                               "e.g. val/jsd with checkpoint.mode min, when training); use --ckpt_path last")
+    if best is None or not best.is_file():
+        raise ConfigValueError(f"--ckpt_path best: the run of {last} has no best checkpoint for {monitor} yet "
+                               f"{'(' + str(best) + ' is missing) ' if best else ''}(it is written at a validation)")
+    return best
+
+
+def check_checkpoint_file(config: Namespace) -> None:
+    """A ``--ckpt_path`` that is missing, empty, truncated or not a training checkpoint: one line, not a traceback."""
+    ckpt_path = config.get("ckpt_path")
+    if not ckpt_path or "://" in str(ckpt_path):
+        return
+    problem = checkpoint_problem(Path(ckpt_path))
+    if problem is not None:
+        raise ConfigValueError(f"--ckpt_path {ckpt_path}: {problem}")
+
+
+def name_headline_monitor(config: Namespace) -> None:
+    """``checkpoint.monitor: val/jsd`` names the headline JSD whatever the readouts: with several readouts the
+    model logs the first readout's as ``val/<readout>/jsd``."""
+    if config.checkpoint.get("monitor") != "val/jsd":
+        return
+    readouts = (config.model.get("init_args") or Namespace()).get("readouts") or []
+    if len(readouts) > 1:
+        config.checkpoint.monitor = f"val/{readouts[0]}/jsd"
 
 
 def _is_checkpoint(path: Path) -> bool:
@@ -283,14 +365,24 @@ def quiet_known_noise() -> None:
                     r"The dirpath has changed from",  # a checkpoint resumed from another folder: expected here
                     r"Checkpoint directory .* exists and is not empty"):  # a resumed run continues its own folder
         warnings.filterwarnings("ignore", message=message)
-    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropTips) for f in tips.filters):
-        tips.addFilter(_DropTips())
+    for name, dropped in (("lightning.pytorch.utilities.rank_zero", _DropTips),
+                          ("lightning.pytorch.trainer.connectors.signal_connector", _DropSigtermNotice)):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, dropped) for f in logger.filters):
+            logger.addFilter(dropped())
 
 
 class _DropTips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "litlogger" not in record.getMessage()  # Lightning's advertisement for its cloud logger
+
+
+class _DropSigtermNotice(logging.Filter):
+    """"Received SIGTERM: 15" from Lightning's handler, which is active for a moment at the start of each trainer
+    run before GracefulInterrupt replaces it; GracefulInterrupt states what happened instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Received SIGTERM" not in record.getMessage()
 
 
 def cli_main(args=None, run: bool = True) -> ShalaCLI:

@@ -154,7 +154,7 @@ def test_first_ctrl_c_stops_gracefully_with_a_checkpoint(tiny_model_dir, tmp_pat
     cli = cli_main(fit_args(tiny_model_dir, tmp_path, 100, "--checkpoint.every_n_train_steps", "10")[1:], run=False)
     callbacks = {type(c) for c in cli.trainer.callbacks}
     assert {GracefulInterrupt, ReproducibleRNG, ModelCheckpoint} <= callbacks  # the CLI installs them
-    cli.trainer.callbacks.append(SendSignalAt(3, signal.SIGINT))
+    cli.trainer.callbacks.insert(0, SendSignalAt(3, signal.SIGINT))  # before GracefulInterrupt checks at step 3
     with pytest.raises(SystemExit):  # Lightning's SIGTERMException, raised after step 3 finished
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert signal.getsignal(signal.SIGINT) is handler_before  # restored
