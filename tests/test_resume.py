@@ -6,6 +6,9 @@ loader's position mid-epoch, the dynamic-weighting EMA and the module's counters
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -148,3 +151,63 @@ def test_ckpt_path_last_without_a_checkpoint_fails(tiny_model_dir, tmp_path, cap
         f"shala_pl: error: --ckpt_path last: no last.ckpt under {where} to resume (trainer.default_root_dir is "
         f"{tmp_path}); give a checkpoint path, or leave out --ckpt_path to start a new run")
     assert not (tmp_path / "version_0").exists()
+
+
+def test_continuing_a_run_that_ended_at_max_steps_mid_epoch_equals_one_longer_run(tiny_model_dir, tmp_path):
+    """``configs/quickstart.yaml`` as shipped (``val_check_interval: 50``): the 2-step run's ``last.ckpt`` is
+    written as training ends, part-way through the first epoch; continued to 4 steps it must take the epoch's next
+    batches (not the next epoch's), so it equals a straight 4-step run."""
+    straight = cli_main(small_quickstart_run(tiny_model_dir, tmp_path / "straight", 4))
+    cli_main(small_quickstart_run(tiny_model_dir, tmp_path / "first", 2))
+    first_last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    saved = torch.load(first_last, weights_only=True)
+    assert saved["global_step"] == 2 and saved["epoch"] == 0  # still inside epoch 0
+    continued = cli_main(small_quickstart_run(tiny_model_dir, tmp_path / "continued", 4, "--ckpt_path",
+                                              str(first_last)))
+    expected, got = trainable(straight), trainable(continued)
+    assert max((expected[n] - got[n]).abs().max().item() for n in expected) <= 1e-6
+    assert continued.trainer.current_epoch == straight.trainer.current_epoch
+
+
+class SignalAt(Callback):
+    """Sends ``signum`` to this process when optimizer step ``step`` has finished."""
+
+    def __init__(self, step: int, signum: int = 15):
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+def test_ckpt_path_last_is_the_newest_state_after_an_interrupt_and_a_resume(tiny_model_dir, tmp_path):
+    """SIGTERM before the first periodic save, then a resume: the interrupt's last.ckpt is the checkpoint callback's
+    own, so the resumed run rewrites it (no ``last-v1.ckpt``) and ``--ckpt_path last`` scores the final model."""
+    def args(steps, *extra):
+        return small_quickstart_run(tiny_model_dir, tmp_path, steps, "--checkpoint.every_n_train_steps", "200",
+                                    "--trainer.limit_val_batches", "1", *extra)
+
+    with pytest.raises(SystemExit) as stopped:
+        main(args(100, "--trainer.callbacks+={class_path: test_resume.SignalAt, init_args: {step: 3}}"))
+    assert stopped.value.code == 143
+    folder = tmp_path / "checkpoints"
+    assert [p.name for p in folder.glob("*.ckpt")] == ["last.ckpt"]
+    assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 3
+    assert main(args(5, "--ckpt_path", "last")) == 0
+    assert sorted(p.name for p in folder.glob("*.ckpt")) == ["last.ckpt"]  # one file, rewritten
+    assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 5
+    tested = cli_main(["test", *args(5, "--ckpt_path", "last")[1:]])
+    assert tested.config.test.ckpt_path == str(folder / "last.ckpt")
+
+
+def test_ckpt_path_last_picks_the_highest_global_step_whatever_the_names(tiny_model_dir, tmp_path):
+    """Folders written by older versions hold ``last.ckpt`` and ``last-v1.ckpt``; the newer state wins, not the
+    shorter name."""
+    cli_main(small_quickstart_run(tiny_model_dir, tmp_path / "a", 1))
+    cli_main(small_quickstart_run(tiny_model_dir, tmp_path / "b", 2))
+    folder = tmp_path / "mixed" / "checkpoints"
+    folder.mkdir(parents=True)
+    shutil.copy(tmp_path / "b" / "checkpoints" / "last.ckpt", folder / "last-v1.ckpt")  # step 2
+    shutil.copy(tmp_path / "a" / "checkpoints" / "last.ckpt", folder / "last.ckpt")  # step 1, written later
+    tested = cli_main(["test", *small_quickstart_run(tiny_model_dir, tmp_path / "mixed", 2, "--ckpt_path", "last")[1:]])
+    assert tested.config.test.ckpt_path == str(folder / "last-v1.ckpt")
