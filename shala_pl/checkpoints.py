@@ -47,16 +47,31 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, path)
-        except OSError as error:
+        except (OSError, RuntimeError) as error:
             temporary.unlink(missing_ok=True)
+            cause = _os_error(error)
+            if cause is None:
+                raise
             kept = "the previous checkpoint there is unchanged" if path.exists() else "no checkpoint was kept there"
-            raise CheckpointWriteError(f"could not write checkpoint {path}: {error.strerror or error}; {kept}") \
+            raise CheckpointWriteError(f"could not write checkpoint {path}: {cause.strerror or cause}; {kept}") \
                 from error
         directory = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(directory)  # the rename itself survives a crash
         finally:
             os.close(directory)
+
+
+def _os_error(error: BaseException) -> Optional[OSError]:
+    """The ``OSError`` behind ``error``: torch's zip writer reports a failed write as a ``RuntimeError`` ("unexpected
+    pos") raised while handling the ``OSError``."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def checkpoint_problem(path: Path) -> Optional[str]:

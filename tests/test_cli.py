@@ -1,6 +1,8 @@
 """The LightningCLI entry point: every config parses, data decides what the model is told, optimizers see only
 trainable parameters."""
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -291,3 +293,50 @@ def test_fit_ends_with_validation_before_and_after_for_each_readout(tiny_model_d
         assert list(rows) == [f"{r}/{m}" for r in readouts for m in ("jsd", "kl", "f1_macro", "accuracy")] + [
             "sampling/invalid_rate"]
     assert all(len(values) == 2 and all(0 <= float(v) for v in values) for values in rows.values())
+
+
+# -- stops around fit --------------------------------------------------------------------------------------------------
+class SignalInValidation(Callback):
+    """Sends ``signum`` to this process at the end of the last batch of the validation before training
+    (``when="before"``) or after it (``when="after"``)."""
+
+    def __init__(self, when: str, signum: int = 15):
+        self.when, self.signum = when, signum
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        phase = "after" if trainer.global_step > 0 else "before"
+        if trainer.state.fn == "validate" and phase == self.when and batch_idx == trainer.num_val_batches[0] - 1:
+            os.kill(os.getpid(), self.signum)
+
+
+def signal_in_validation(when: str, signum: int) -> str:
+    return f"--trainer.callbacks+={{class_path: test_cli.SignalInValidation, init_args: {{when: {when}, " \
+           f"signum: {int(signum)}}}}}"
+
+
+def test_a_stop_during_the_validation_before_fit_trains_nothing_and_says_so(tiny_model_dir, tmp_path, caplog):
+    """The signal lands on the validation's last batch: it is not dropped (training does not start)."""
+    args = small_quickstart_run(tiny_model_dir, tmp_path, 2, "--validate_before_fit", "true",
+                                "--trainer.limit_val_batches", "1", signal_in_validation("before", signal.SIGTERM))
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    assert stopped.value.code == 143
+    assert not (tmp_path / "checkpoints").exists()
+    assert ("stopped by SIGTERM during the validation before training: nothing trained, no checkpoint written "
+            "(exit status 143)") in caplog.text
+
+
+@pytest.mark.parametrize("signum, code, by", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_stop_during_the_validation_after_fit_names_the_checkpoint_and_skips_the_export(
+        tiny_model_dir, tmp_path, caplog, capsys, signum, code, by):
+    args = small_quickstart_run(tiny_model_dir, tmp_path, 2, "--trainer.limit_val_batches", "1",
+                                signal_in_validation("after", signum))
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    assert stopped.value.code == code
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 2
+    assert not (tmp_path / "hf_model").exists() and "validation (label distribution" not in capsys.readouterr().out
+    assert (f"stopped by {by} during the validation after training: the trained model is in {last} (step 2); the "
+            f"hf_model export and the summary were skipped (exit status {code})") in caplog.text
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the CLI's handlers are removed again
