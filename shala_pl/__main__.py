@@ -60,15 +60,9 @@ def user_error(error: BaseException):
     """The :class:`ShalaError` that caused ``error``, if any. jsonargparse wraps what a class raises while it is
     instantiated (``ValueError: Does not validate against any of the Union subtypes``) and keeps the original as
     ``__cause__``; Lightning re-raises what the model or data module raised inside the trainer unchanged."""
-    from shala_pl.errors import ShalaError
+    from shala_pl.errors import ShalaError, cause_of
 
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, ShalaError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
+    return cause_of(error, ShalaError)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Any, Optional
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from shala_pl.errors import ShalaError
+from shala_pl.errors import ShalaError, cause_of
 
 _LAST = re.compile(r"last(-v\d+)?\.ckpt")
 
@@ -49,7 +49,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(temporary, path)
         except (OSError, RuntimeError) as error:
             temporary.unlink(missing_ok=True)
-            cause = _os_error(error)
+            # torch's zip writer reports a failed write as a RuntimeError raised while handling the OSError
+            cause = cause_of(error, OSError)
             if cause is None:
                 raise
             kept = "the previous checkpoint there is unchanged" if path.exists() else "no checkpoint was kept there"
@@ -60,18 +61,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.fsync(directory)  # the rename itself survives a crash
         finally:
             os.close(directory)
-
-
-def _os_error(error: BaseException) -> Optional[OSError]:
-    """The ``OSError`` behind ``error``: torch's zip writer reports a failed write as a ``RuntimeError`` ("unexpected
-    pos") raised while handling the ``OSError``."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, OSError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
 
 
 def checkpoint_problem(path: Path) -> Optional[str]:

@@ -16,3 +16,15 @@ class ModelPathError(ShalaError, FileNotFoundError):
 
 class ConfigValueError(ShalaError, ValueError):
     """A config option holds a value it cannot take; the message names the option."""
+
+
+def cause_of(error: BaseException, kind: type):
+    """The first exception of type ``kind`` in ``error``'s chain of causes and contexts (``error`` itself
+    included), or ``None``."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from conftest import small_quickstart_run
 from shala_pl.__main__ import main
+from shala_pl.checkpoints import best_checkpoint
 from shala_pl.cli import cli_main
 
 
@@ -75,6 +77,31 @@ def test_ckpt_path_best_without_a_monitor_says_so(tiny_model_dir, tmp_path, caps
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"shala_pl: error: --ckpt_path best: the run of {tmp_path / 'checkpoints' / 'last.ckpt'} monitored no metric "
         "(set checkpoint.monitor, e.g. val/jsd with checkpoint.mode min, when training); use --ckpt_path last")
+
+
+REPO = Path(__file__).resolve().parent.parent
+REAL_DATA_CONFIGS = [REPO / "configs" / name for name in (
+    "snli.yaml", "goemotions.yaml", "msp_podcast.yaml", "chaosnli_snli.yaml", "chaosnli_mnli.yaml",
+    "chaosnli_alphanli.yaml", "smollm2/chaosnli_mnli.yaml")]
+
+
+@pytest.mark.parametrize("config", REAL_DATA_CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
+def test_real_data_configs_keep_the_best_validation_jsd_beside_last(config, capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--config", str(config), "--print_config"])
+    checkpoint = yaml.safe_load(capsys.readouterr().out)["checkpoint"]
+    assert {k: checkpoint[k] for k in ("monitor", "mode", "save_top_k", "save_last")} == {
+        "monitor": "val/jsd", "mode": "min", "save_top_k": 1, "save_last": True}
+
+
+def test_val_jsd_names_the_first_readouts_jsd_when_there_are_several(tiny_model_dir, tmp_path):
+    """Several readouts log ``val/<readout>/jsd``; ``checkpoint.monitor: val/jsd`` watches the first one's."""
+    cli_main(small_quickstart_run(tiny_model_dir, tmp_path, 2, "--trainer.val_check_interval", "1",
+                                  "--trainer.limit_val_batches", "1", "--checkpoint.monitor", "val/jsd",
+                                  "--checkpoint.mode", "min", "--model.init_args.readouts", "[label_probs, sampling]",
+                                  "--model.init_args.sampling.num_samples", "2"))
+    best, monitor = best_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert monitor == "val/label_probs/jsd" and best is not None and best.is_file()
 
 
 # -- atomic writes on a real, small filesystem ------------------------------------------------------------------------
