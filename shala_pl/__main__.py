@@ -2,12 +2,14 @@
 
 This module stays light: the top-level help and a config-less call answer without importing Lightning, and the
 project's own errors (:class:`shala_pl.errors.ShalaError`) end the run with one line on stderr and exit status 2
-(``SHALA_DEBUG=1`` shows the traceback). Interrupted runs exit 130 (SIGINT) or 143 (SIGTERM).
+(``SHALA_DEBUG=1`` shows the traceback). Interrupted runs exit 130 (SIGINT) or 143 (SIGTERM), from start-up
+on (see docs/distributed.md, "What a stop guarantees").
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from shala_pl.help import QUICKSTART, SUBCOMMANDS, top_level_help
@@ -27,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] in SUBCOMMANDS and len(argv) == 1:
         return _fail(f"'{argv[0]}' needs a config; start with: {QUICKSTART}  (all configs: python -m shala_pl --help)")
 
+    if from_command_line:  # until the CLI installs its own handler: SIGTERM during start-up is said, not silent
+        signal.signal(signal.SIGTERM, _terminated_at_start_up)
     try:
         from shala_pl.cli import cli_main
 
@@ -36,14 +40,25 @@ def main(argv: list[str] | None = None) -> int:
         if found is None or os.environ.get("SHALA_DEBUG"):
             raise
         return _fail(str(found))
-    except KeyboardInterrupt:  # Ctrl-C outside training (start-up, data loading): nothing to save
+    except KeyboardInterrupt as stop:  # Ctrl-C / SIGTERM outside training (start-up, data loading): nothing to save
         if os.environ.get("SHALA_DEBUG"):
             raise
-        print("shala_pl: interrupted", file=sys.stderr)
+        code = 143 if isinstance(stop, _Terminated) else 130
+        print("shala_pl: stopped by SIGTERM during start-up, nothing to save" if code == 143 else
+              "shala_pl: interrupted", file=sys.stderr)
         if from_command_line:
-            _exit_now(130)
-        return 130
+            _exit_now(code)
+        return code
     return 0
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM before the CLI's handler is in place, unwound like a Ctrl-C."""
+
+
+def _terminated_at_start_up(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise _Terminated
 
 
 def _exit_now(code: int) -> None:

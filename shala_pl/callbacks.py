@@ -276,7 +276,14 @@ class GracefulInterrupt(Callback):
             self._stop_after_batch(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        self._stop_if_requested(trainer)
+        try:
+            self._stop_if_requested(trainer)
+        except SIGTERMException:
+            callback = trainer.checkpoint_callback
+            if trainer.state.fn == TrainerFn.FITTING and isinstance(callback, ModelCheckpoint):
+                # checkpoint callbacks run after this one: let this validation's save (best, last) happen first
+                callback.on_validation_end(trainer, pl_module)
+            raise
 
     def on_test_start(self, trainer, pl_module) -> None:
         self._take_signals()
@@ -328,7 +335,9 @@ class GracefulInterrupt(Callback):
         resumed run knows the file and keeps writing it (not ``last-v1.ckpt`` beside it)."""
         callback = trainer.checkpoint_callback
         if isinstance(callback, ModelCheckpoint) and callback.save_last is True and callback.dirpath:
-            callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+            saved_now = callback._last_global_step_saved == trainer.global_step and callback.last_model_path
+            if not saved_now:  # (a validation's save at this very step already wrote it)
+                callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
             return Path(callback.last_model_path)
         path = self.last_checkpoint_path(trainer)
         if trainer.is_global_zero and path.is_symlink():  # save_last="link": never write through the link

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -298,14 +299,17 @@ def test_fit_ends_with_validation_before_and_after_for_each_readout(tiny_model_d
 # -- stops around fit --------------------------------------------------------------------------------------------------
 class SignalInValidation(Callback):
     """Sends ``signum`` to this process at the end of the last batch of the validation before training
-    (``when="before"``) or after it (``when="after"``)."""
+    (``when="before"``), after it (``when="after"``) or of the one inside it at step 2 (``when="during"``)."""
 
     def __init__(self, when: str, signum: int = 15):
         self.when, self.signum = when, signum
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        phase = "after" if trainer.global_step > 0 else "before"
-        if trainer.state.fn == "validate" and phase == self.when and batch_idx == trainer.num_val_batches[0] - 1:
+        if trainer.state.fn == "fit":
+            phase = "during" if trainer.global_step == 2 else None
+        else:
+            phase = "after" if trainer.global_step > 0 else "before"
+        if phase == self.when and batch_idx == trainer.num_val_batches[0] - 1:
             os.kill(os.getpid(), self.signum)
 
 
@@ -340,3 +344,33 @@ def test_a_stop_during_the_validation_after_fit_names_the_checkpoint_and_skips_t
     assert (f"stopped by {by} during the validation after training: the trained model is in {last} (step 2); the "
             f"hf_model export and the summary were skipped (exit status {code})") in caplog.text
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the CLI's handlers are removed again
+
+
+def test_a_stop_during_a_validation_inside_fit_keeps_that_validations_best_checkpoint(tiny_model_dir, tmp_path):
+    """The validation finishes and the checkpoint callback saves for it before the run stops."""
+    from shala_pl.checkpoints import best_checkpoint
+
+    args = small_quickstart_run(tiny_model_dir, tmp_path, 50, "--trainer.limit_val_batches", "1",
+                                "--trainer.val_check_interval", "1", "--checkpoint.monitor", "val/jsd",
+                                "--checkpoint.mode", "min", "--checkpoint.save_top_k", "-1",
+                                signal_in_validation("during", signal.SIGTERM))
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    assert stopped.value.code == 143
+    folder = tmp_path / "checkpoints"
+    assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 2
+    assert sorted(p.name for p in folder.glob("*.ckpt")) == ["epoch=0-step=1.ckpt", "epoch=0-step=2.ckpt",
+                                                             "last.ckpt"]
+    best, monitor = best_checkpoint(folder / "last.ckpt")
+    assert monitor == "val/jsd" and best.is_file()
+
+
+def test_sigterm_during_start_up_is_one_line_and_143():
+    process = subprocess.Popen([sys.executable, "-m", "shala_pl", "fit", "--config", "configs/quickstart.yaml"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # importing Lightning takes several seconds
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err[-2000:]
+    assert err.strip().splitlines()[-1] == "shala_pl: stopped by SIGTERM during start-up, nothing to save"
+    assert "Traceback" not in err
