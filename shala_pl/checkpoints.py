@@ -67,8 +67,9 @@ def checkpoint_problem(path: Path) -> Optional[str]:
     """``None`` for a file that loads as a Lightning checkpoint, else what is wrong with it, in a few words."""
     if not path.exists():
         return "no such file"
-    if path.is_dir():
-        return None if (path / "meta.pt").is_file() else "a folder, not a checkpoint file"
+    if path.is_dir():  # a sharded strategy's checkpoint (FSDP2: meta.pt; DeepSpeed: latest): that strategy checks it
+        sharded = (path / "meta.pt").is_file() or (path / "latest").is_file()
+        return None if sharded else "a folder that holds no sharded checkpoint (no meta.pt or latest)"
     size = path.stat().st_size
     if size == 0:
         return "the file is empty (0 bytes)"
@@ -108,7 +109,8 @@ def best_checkpoint(last: Path) -> tuple[Optional[Path], Optional[str]]:
     """The best checkpoint the run's checkpoint callback recorded in ``last`` (its newest state) and the metric it
     monitored; ``(None, None)`` when it monitored nothing. A run folder that was moved still resolves: the file is
     looked up beside ``last`` by name."""
-    states = torch.load(last, map_location="cpu", mmap=True, weights_only=True).get("callbacks", {})
+    target = last / "meta.pt" if last.is_dir() else last
+    states = torch.load(target, map_location="cpu", mmap=not last.is_dir(), weights_only=True).get("callbacks", {})
     for key, state in states.items():
         if key.startswith("ModelCheckpoint") and state.get("monitor"):
             best = state.get("best_model_path")
