@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
 
         cli_main(None if from_command_line else argv)
     except Exception as error:
+        from shala_pl.errors import cause_of
+
+        stop = cause_of(error, KeyboardInterrupt)  # raised inside an import, it can come back wrapped
+        if stop is not None and not os.environ.get("SHALA_DEBUG"):
+            return _stopped_at_start_up(stop, from_command_line)
         found = user_error(error)
         if found is None or os.environ.get("SHALA_DEBUG"):
             raise
@@ -43,13 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as stop:  # Ctrl-C / SIGTERM outside training (start-up, data loading): nothing to save
         if os.environ.get("SHALA_DEBUG"):
             raise
-        code = 143 if isinstance(stop, _Terminated) else 130
-        print("shala_pl: stopped by SIGTERM during start-up, nothing to save" if code == 143 else
-              "shala_pl: interrupted", file=sys.stderr)
-        if from_command_line:
-            _exit_now(code)
-        return code
+        return _stopped_at_start_up(stop, from_command_line)
     return 0
+
+
+def _stopped_at_start_up(stop: KeyboardInterrupt, from_command_line: bool) -> int:
+    code = 143 if isinstance(stop, _Terminated) else 130
+    print("shala_pl: stopped by SIGTERM during start-up, nothing to save" if code == 143 else "shala_pl: interrupted",
+          file=sys.stderr)
+    if from_command_line:
+        _exit_now(code)
+    return code
 
 
 class _Terminated(KeyboardInterrupt):

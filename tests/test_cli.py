@@ -374,3 +374,21 @@ def test_sigterm_during_start_up_is_one_line_and_143():
     assert process.returncode == 143, err[-2000:]
     assert err.strip().splitlines()[-1] == "shala_pl: stopped by SIGTERM during start-up, nothing to save"
     assert "Traceback" not in err
+
+
+class SignalAtFirstPrediction(Callback):
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_stopped_predict_leaves_no_partial_file(tiny_model_dir, tmp_path, caplog):
+    predictions = tmp_path / "predictions.jsonl"
+    args = small_quickstart_run(tiny_model_dir, tmp_path, 1, "--ckpt_path", "none", "--data.eval_batch_size", "2",
+                                "--predictions.path", str(predictions),
+                                "--trainer.callbacks+=test_cli.SignalAtFirstPrediction")
+    with pytest.raises(SystemExit) as stopped:
+        main(["predict", *args[1:]])
+    assert stopped.value.code == 143
+    assert not predictions.exists()
+    assert "stopped by SIGTERM during predict: no results written (exit status 143)" in caplog.text
