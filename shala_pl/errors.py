@@ -16,3 +16,7 @@ class ModelPathError(ShalaError, FileNotFoundError):
 
 class ConfigValueError(ShalaError, ValueError):
     """A config option holds a value it cannot take; the message names the option."""
+
+
+class NonFinitePredictionsError(ShalaError):
+    """The model gave NaN or infinite label probabilities for some rows, so its scores are NaN, not numbers."""

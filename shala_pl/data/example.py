@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Sequence
@@ -64,8 +65,16 @@ def majority_index(votes: Sequence[float], preferred: Optional[int] = None) -> t
 
 
 def check_votes(votes: Sequence[float], path, line, field_name: str = "votes") -> None:
-    if any(not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v) for v in votes):
+    if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in votes):
         raise DataError(path, line, field_name, f"votes must be numbers, got {list(votes)}", "non_numeric_votes")
+    # JSON reads Infinity and 1e400 as inf, and a 400-digit integer as an int no float can hold (comparisons are
+    # exact for both); NaN fails every comparison
+    if not all(-sys.float_info.max <= v <= sys.float_info.max for v in votes) or not math.isfinite(
+            sum(float(v) for v in votes)):
+        shown = [v if isinstance(v, float) or abs(v) < 10**20 else f"<{len(str(abs(v)))}-digit integer>"
+                 for v in votes]
+        raise DataError(path, line, field_name, f"vote counts must be finite numbers with a finite sum, got {shown}",
+                        "nonfinite_votes")
     if any(v < 0 for v in votes):
         raise DataError(path, line, field_name, f"negative vote count in {list(votes)}", "negative_votes")
     if sum(votes) <= 0:

@@ -46,10 +46,20 @@ def relative_entropy(p: Tensor, q: Tensor) -> Tensor:
     return torch.where(p.isnan() | q.isnan(), torch.full_like(p, math.nan), terms)
 
 
+def is_distribution(dist: Tensor) -> Tensor:
+    """Per row, [..., K] -> [...] bool: finite, non-negative entries with a finite positive sum, i.e. a row that
+    rescales to a distribution. NaN or infinite probabilities (a diverged float16 model) are not."""
+    dist = dist.to(torch.float64)
+    total = dist.sum(-1)
+    return torch.isfinite(dist).all(-1) & (dist >= 0).all(-1) & torch.isfinite(total) & (total > 0)
+
+
 def jensen_shannon_distance(human: Tensor, model: Tensor, base: Optional[float] = None) -> Tensor:
     """Per-row ``scipy.spatial.distance.jensenshannon(human, model, base)``, [..., K] -> [...] float64.
 
-    A NaN row (the divergence rounds to a tiny negative number, or an input is NaN) counts as 0, as in ChaosNLI.
+    Where both rows are distributions a NaN distance can only be rounding (the divergence of two near-identical
+    rows comes out as a tiny negative number) and counts as 0, as in ChaosNLI. A row that is not a distribution
+    (``is_distribution``) stays NaN, so that a NaN prediction can never score a perfect 0.
     """
     p, q = normalise(human), normalise(model)
     m = 0.5 * (p + q)
@@ -57,7 +67,8 @@ def jensen_shannon_distance(human: Tensor, model: Tensor, base: Optional[float] 
     if base is not None:
         divergence = divergence / math.log(base)
     distance = torch.sqrt(divergence / 2.0)
-    return torch.nan_to_num(distance, nan=0.0)
+    both = is_distribution(human) & is_distribution(model)
+    return torch.where(both, torch.nan_to_num(distance, nan=0.0), torch.full_like(distance, math.nan))
 
 
 def kl_divergence(human: Tensor, model: Tensor) -> Tensor:
@@ -161,6 +172,26 @@ class HumanEntropy(_ExampleMean):
 
     def per_example(self, probs: Tensor, human: Tensor) -> Tensor:
         return entropy(human)
+
+
+class NonFinitePredictions(Metric):
+    """How many rows of the model's probabilities are not a distribution (``is_distribution``: NaN, infinite,
+    negative or all zero). Any such row makes the JSD and KL means NaN; this says how many there were."""
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, probs: Tensor, human: Tensor) -> None:
+        _check_pair(probs, human)
+        self.count += (~is_distribution(probs)).sum()
+
+    def compute(self) -> Tensor:
+        return self.count.clone()
 
 
 class EntropyBinnedJSD(_Float64StateMetric):
