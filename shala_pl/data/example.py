@@ -6,8 +6,9 @@ import math
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Sequence
+from typing import Literal, Optional, Sequence, get_args
 
+from shala_pl import checks
 from shala_pl.errors import ShalaError
 
 OnInvalid = Literal["error", "skip"]
@@ -91,8 +92,7 @@ class RecordSink:
     """Collects examples; applies the ``on_invalid`` policy to DataErrors and rejects duplicate uids."""
 
     def __init__(self, path, on_invalid: OnInvalid = "error"):
-        if on_invalid not in ("error", "skip"):
-            raise ValueError(f"on_invalid must be 'error' or 'skip', got {on_invalid!r}")
+        checks.one_of("on_invalid", on_invalid, get_args(OnInvalid))
         self.path, self.on_invalid = path, on_invalid
         self.result = ReadResult()
         self._seen: dict[str, int] = {}
