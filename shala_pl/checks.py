@@ -60,7 +60,7 @@ def check_run_config(config, subcommand: str) -> None:
     model = config.model.get("init_args") or {}
     optimizer_values(model.get("optimizer"))
     grpo_group_size(config.model.get("class_path"), model)
-    model_config = _local_model_config(model.get("name_or_path"), bool(model.get("from_hub")))
+    model_config = _local_model_config(model.get("name_or_path"))
     if model_config is not None:
         prompt_fits_positions(config.data.get("max_prompt_length"), model_config)
         if subcommand == "fit":
@@ -109,16 +109,20 @@ def _imported(class_path: str):
     return getattr(importlib.import_module(module_name), name)
 
 
-def _local_model_config(name_or_path, from_hub: bool):
-    """The model directory's config.json as a dict; None when it is not a local model directory (loading the model
-    says what is wrong with the path) or a Hub id."""
+def _local_model_config(name_or_path):
+    """The model directory's config.json as a dict (a multimodal model's ``text_config``); None when there is none
+    to read, a Hub id included: loading the model then says what is wrong with the path."""
     import json
     from pathlib import Path
 
-    if not name_or_path or not (Path(name_or_path) / "config.json").is_file():
+    path = Path(name_or_path or "") / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8")) if name_or_path and path.is_file() else None
+    except ValueError:
         return None
-    config = json.loads((Path(name_or_path) / "config.json").read_text(encoding="utf-8"))
-    return config.get("text_config") or config if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        return None
+    return config.get("text_config") or config
 
 
 def prompt_fits_positions(max_prompt_length, model_config: dict) -> None:

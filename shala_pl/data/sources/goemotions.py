@@ -4,6 +4,8 @@ One row per rater per Reddit comment; rows are grouped by the comment ``id`` acr
 casts one vote, split evenly over the labels it marked (after mapping emotions to the chosen taxonomy's groups, so a
 rater marking joy and love casts one whole ``joy`` vote under ``ekman``). Rows flagged ``example_very_unclear`` are
 dropped and counted (reason ``very_unclear``); a comment left with no rows is counted too (``all_rows_very_unclear``).
+A second row of the same rater on a comment (``duplicate_rater``) and a row whose text differs from the first row
+under its id (``conflicting_text``) are bad records: an error, or skipped and counted with ``on_invalid: skip``.
 """
 
 from __future__ import annotations

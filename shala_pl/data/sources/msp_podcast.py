@@ -10,7 +10,9 @@
 
 Each annotator's major class is one vote. "Other-..." votes are kept as a 9th class ``other`` with
 ``keep_other=True``; otherwise each is dropped and counted (reason ``other_vote``), and a segment left without votes
-is skipped (``only_other_votes``).
+is skipped (``only_other_votes``). A worker answering a segment twice (a repeated CSV row, ``duplicate_rater``) or
+a key given twice in the JSON (``repeated_key``; ``json`` alone would keep the last silently) is a bad record; under
+``on_invalid: skip`` the first answer is kept and the other counted.
 """
 
 from __future__ import annotations
