@@ -57,18 +57,24 @@ def is_distribution(dist: Tensor) -> Tensor:
 def jensen_shannon_distance(human: Tensor, model: Tensor, base: Optional[float] = None) -> Tensor:
     """Per-row ``scipy.spatial.distance.jensenshannon(human, model, base)``, [..., K] -> [...] float64.
 
-    Where both rows are distributions a NaN distance can only be rounding (the divergence of two near-identical
-    rows comes out as a tiny negative number) and counts as 0, as in ChaosNLI. A row that is not a distribution
-    (``is_distribution``) stays NaN, so that a NaN prediction can never score a perfect 0.
+    A NaN row counts as 0, as in ChaosNLI: the rounding case (the divergence of two near-identical rows comes out
+    as a tiny negative number), and also a row that is no distribution, which the training rewards pass on purpose
+    (an empty leave-one-out histogram) and mask. Scores use ``scored_jensen_shannon_distance`` instead.
     """
     p, q = normalise(human), normalise(model)
     m = 0.5 * (p + q)
     divergence = (relative_entropy(p, m) + relative_entropy(q, m)).sum(-1)
     if base is not None:
         divergence = divergence / math.log(base)
-    distance = torch.sqrt(divergence / 2.0)
+    return torch.nan_to_num(torch.sqrt(divergence / 2.0), nan=0.0)
+
+
+def scored_jensen_shannon_distance(human: Tensor, model: Tensor, base: Optional[float] = None) -> Tensor:
+    """``jensen_shannon_distance`` for evaluation: 0 for ChaosNLI's rounding case only; NaN where either row is
+    not a distribution (``is_distribution``), so that a NaN prediction can never score a perfect 0."""
     both = is_distribution(human) & is_distribution(model)
-    return torch.where(both, torch.nan_to_num(distance, nan=0.0), torch.full_like(distance, math.nan))
+    distance = jensen_shannon_distance(human, model, base)
+    return torch.where(both, distance, torch.full_like(distance, math.nan))
 
 
 def kl_divergence(human: Tensor, model: Tensor) -> Tensor:
@@ -144,7 +150,7 @@ class JensenShannonDistance(_ExampleMean):
         self.base = base
 
     def per_example(self, probs: Tensor, human: Tensor) -> Tensor:
-        return jensen_shannon_distance(human, probs, self.base)
+        return scored_jensen_shannon_distance(human, probs, self.base)
 
 
 class KLDivergence(_ExampleMean):
@@ -233,7 +239,7 @@ class EntropyBinnedJSD(_Float64StateMetric):
         if human.shape[1] != self.num_labels:
             raise ValueError(f"expected {self.num_labels} labels, got {human.shape[1]}")
         index = self.bin_index(human)
-        self.jsd_sum.index_add_(0, index, jensen_shannon_distance(human, probs))
+        self.jsd_sum.index_add_(0, index, scored_jensen_shannon_distance(human, probs))
         self.bin_count.index_add_(0, index, torch.ones_like(index))
 
     def compute(self) -> Tensor:

@@ -10,7 +10,7 @@ from scipy.stats import entropy as scipy_entropy
 
 from shala_pl.metrics import (EntropyBinnedJSD, HumanEntropy, JensenShannonDistance, KLDivergence, ModelEntropy,
                               build_eval_metrics)
-from shala_pl.metrics.distribution import floor_model_probs, jensen_shannon_distance
+from shala_pl.metrics.distribution import floor_model_probs, jensen_shannon_distance, scored_jensen_shannon_distance
 
 TOL = 1e-6
 
@@ -128,7 +128,7 @@ def test_a_prediction_that_is_not_a_distribution_is_nan_and_counted_never_zero(b
     # A float16 model that diverged gives NaN probabilities; ChaosNLI's "NaN counts as 0" must not score it perfect.
     human = torch.tensor([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]], dtype=torch.float64)
     model = torch.tensor([bad_row, [0.0, 1.0, 0.0]], dtype=torch.float64)
-    distances = jensen_shannon_distance(human, model)
+    distances = scored_jensen_shannon_distance(human, model)
     assert math.isnan(distances[0].item()) and distances[1].item() == pytest.approx(math.sqrt(math.log(2)))
     metrics = build_eval_metrics(num_labels=3)
     metrics.update(model, human, human.argmax(-1))
@@ -141,7 +141,7 @@ def test_a_prediction_that_is_not_a_distribution_is_nan_and_counted_never_zero(b
 def test_human_votes_that_are_not_a_distribution_give_nan_not_zero():
     human = torch.tensor([[math.inf, 1.0, 0.0]], dtype=torch.float64)
     model = torch.tensor([[0.2, 0.3, 0.5]], dtype=torch.float64)
-    assert math.isnan(jensen_shannon_distance(human, model).item())
+    assert math.isnan(scored_jensen_shannon_distance(human, model).item())
 
 
 def test_the_count_is_zero_for_distributions_and_summed_over_batches():
