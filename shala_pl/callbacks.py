@@ -403,7 +403,7 @@ class StepProgressBar(TQDMProgressBar):
         metrics = trainer.callback_metrics
         shown = {}
         for name, keys in (("reward", ("train/reward_mean",)), ("loss", ("train/loss",)),
-                           ("val_jsd", ("val/jsd", "val/label_probs/jsd"))):
+                           ("val_jsd", ("val/jsd", "val/sampling/jsd"))):
             key = next((k for k in keys if k in metrics), None)
             if key is not None and not (name == "loss" and "reward" in shown):
                 shown[name] = f"{float(metrics[key]):.4f}"

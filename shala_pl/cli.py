@@ -28,7 +28,8 @@ from shala_pl.callbacks import GracefulInterrupt, JsonlPredictionWriter, MidEpoc
 from shala_pl.checkpoints import AtomicCheckpointIO, best_checkpoint, checkpoint_problem, newest_checkpoint
 from shala_pl.data.datamodule import VoteDataModule
 from shala_pl.data.sampling import requires_lockstep
-from shala_pl.errors import ConfigValueError
+from shala_pl.errors import ConfigValueError, NonFinitePredictionsError
+from shala_pl.metrics.collection import NONFINITE
 from shala_pl.help import subcommand_description
 from shala_pl.modules.base import VoteModule
 from shala_pl import checks
@@ -77,6 +78,7 @@ class ShalaCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         # run=False (a CLI built from Python to call the trainer yourself) follows the same rule as fit
         settle_run_paths(self.config[subcommand] if subcommand else self.config, subcommand or "fit")
+        checks.check_run_config(self.config[subcommand] if subcommand else self.config, subcommand or "fit")
         if subcommand == "predict":
             self.save_config_callback = None  # predict has no run folder of its own to describe
 
@@ -150,6 +152,13 @@ class ShalaCLI(LightningCLI):
             self.model.save_pretrained(self._export_path)
         if self.trainer.is_global_zero:
             print(self._summary(self.before_metrics, after))
+        refuse_nonfinite(after, "val")
+
+    def after_validate(self) -> None:
+        refuse_nonfinite(self.trainer.callback_metrics, "val")
+
+    def after_test(self) -> None:
+        refuse_nonfinite(self.trainer.callback_metrics, "test")
 
     def _export_dir(self):
         if hasattr(self, "_export_path"):  # set at the end of fit; None when the export was skipped
@@ -166,18 +175,19 @@ class ShalaCLI(LightningCLI):
         return [line]
 
     def _summary(self, before: dict | None, after: dict) -> str:
-        """Validation before and after training; with several readouts (``val/<readout>/<metric>``) one block each,
-        ``sampling``'s with the share of answers that did not parse."""
+        """Validation before and after training: one block per readout (``val/<metric>``, ``val/sampling/<metric>``),
+        ``sampling``'s with the share of answers that did not parse; the count of non-finite predictions if any."""
         prefixes = list(dict.fromkeys(k.rsplit("/", 1)[0] + "/" for k in after if k.startswith("val/")))
-        width = 12 if len(prefixes) == 1 else 24  # room for "sampling/invalid_rate"
+        keys = [prefix + name for prefix in prefixes for name in (*SUMMARY_METRICS, "invalid_rate", NONFINITE)
+                if prefix + name in after]
+        # the non-finite count only when there is one
+        keys = [k for k in keys if not k.endswith(NONFINITE) or after[k] or (before or {}).get(k)]
+        width = max([12, *(len(k) - 2 for k in keys)])  # names without "val/", two spaces before the numbers
         lines = ["", "validation (label distribution vs human votes)", f"{'metric':<{width}}{'before':>10}{'after':>10}"]
-        for prefix in prefixes:
-            for name in (*SUMMARY_METRICS, "invalid_rate"):
-                key = prefix + name
-                if key not in after:
-                    continue
-                was = f"{before[key]:>10.4f}" if before and key in before else f"{'-':>10}"
-                lines.append(f"{key.removeprefix('val/'):<{width}}{was}{after[key]:>10.4f}")
+        for key in keys:
+            shown = "10.0f" if key.endswith(NONFINITE) else "10.4f"  # a count of rows
+            was = f"{before[key]:>{shown}}" if before and key in before else f"{'-':>10}"
+            lines.append(f"{key.removeprefix('val/'):<{width}}{was}{after[key]:>{shown}}")
         checkpoint = self.trainer.checkpoint_callback
         lines += [
             "",
@@ -186,6 +196,16 @@ class ShalaCLI(LightningCLI):
             f"exported model:   {self._export_dir() or '- (skipped under a sharded strategy)'}",
         ]
         return "\n".join(lines)
+
+
+def refuse_nonfinite(metrics: dict, stage: str) -> None:
+    """Fail a run whose last evaluation met NaN or infinite model probabilities: its JSD and KL are NaN."""
+    split = {"val": "validation", "test": "test"}[stage]
+    found = [f"{int(value)} rows of the {split} split ({key})" for key, value in metrics.items()
+             if key.startswith(f"{stage}/") and key.endswith(NONFINITE) and float(value) > 0]
+    if found:
+        raise NonFinitePredictionsError(f"the model's label probabilities are NaN or infinite for {'; '.join(found)}:"
+                                        " its jsd and kl are NaN, not scores")
 
 
 def settle_run_paths(config: Namespace, subcommand: str) -> None:

@@ -18,6 +18,10 @@ class ConfigValueError(ShalaError, ValueError):
     """A config option holds a value it cannot take; the message names the option."""
 
 
+class NonFinitePredictionsError(ShalaError):
+    """The model gave NaN or infinite label probabilities for some rows, so its scores are NaN, not numbers."""
+
+
 def cause_of(error: BaseException, kind: type):
     """The first exception of type ``kind`` in ``error``'s chain of causes and contexts (``error`` itself
     included), or ``None``."""

@@ -11,7 +11,8 @@ Conventions taken from ChaosNLI's evaluator (easonnie/ChaosNLI: ``src/evaluation
   alphaNLI. We reorder between that and the source's label order.
 - Every model distribution is floored: entries with ``|p| < 1e-15`` become 1e-15, then renormalised. Both JSD and
   KL use the floored distribution.
-- JSD = mean of ``scipy.spatial.distance.jensenshannon(human, model)`` (natural log; a NaN example counts as 0).
+- JSD = mean of ``scipy.spatial.distance.jensenshannon(human, model)`` (natural log; a NaN example counts as 0
+  when both sides are distributions, the rounding case; ``nonfinite_predictions`` counts the rows that are not).
   KL = mean of ``scipy.stats.entropy(human, model)`` = KL(human || model).
 - Accuracy compares the file's ``predicted_label`` (NLI: "e"/"n"/"c" or the full names) with the data's
   ``majority_label``; the probabilities' argmax is not used. We fall back to the argmax (first index on ties)
@@ -35,7 +36,7 @@ import torch
 
 from shala_pl.data.sources.records import parse_json_object
 from shala_pl.data.example import DataError, VoteExample
-from shala_pl.metrics.collection import build_eval_metrics, compute_flat
+from shala_pl.metrics.collection import NONFINITE, build_eval_metrics, compute_flat
 from shala_pl.metrics.distribution import floor_model_probs
 
 Label = Union[str, int]
@@ -93,8 +94,8 @@ def _number_list(value, path: str, line: Optional[int], field_name: str) -> tupl
 
 def _probability_list(value, path: str, line: Optional[int], field_name: str) -> tuple:
     probs = _number_list(value, path, line, field_name)
-    if any(p < 0 for p in probs) or sum(probs) <= 0:
-        raise DataError(path, line, field_name, f"expected non-negative values with a positive sum, "
+    if any(p < 0 for p in probs) or not 0 < sum(probs) < math.inf:
+        raise DataError(path, line, field_name, f"expected non-negative values with a positive, finite sum, "
                                                 f"got {list(probs)}")
     return probs
 
@@ -265,7 +266,8 @@ def _json_number(value: float) -> Optional[float]:
 
 def evaluate_predictions(examples: Sequence[VoteExample], predictions: PredictionSet, bins: Optional[int] = None,
                          allow_missing: bool = False) -> dict:
-    """Scores as a JSON-ready dict: jsd, kl, accuracy, f1_*, entropy_*, n, the uid mismatch counts, and with
+    """Scores as a JSON-ready dict: jsd, kl, accuracy, f1_*, entropy_*, nonfinite_predictions, n, the uid mismatch
+    counts, and with
     ``bins`` the per-bin JSD (``jsd_bin{i}``, null when empty), counts (``n_bin{i}``) and ``bin_edges``."""
     matched, missing, extra = match_uids(examples, predictions, allow_missing)
     labels = matched[0].labels
@@ -288,7 +290,7 @@ def evaluate_predictions(examples: Sequence[VoteExample], predictions: Predictio
     scores = compute_flat(metrics)
     result: dict = {"n": len(matched), "missing_predictions": len(missing), "extra_predictions": len(extra)}
     for name, value in scores.items():
-        result[name] = int(value) if name.startswith("n_bin") else _json_number(value)
+        result[name] = int(value) if name.startswith("n_bin") or name == NONFINITE else _json_number(value)
     if bins:
         result["bin_edges"] = torch.linspace(0.0, 1.0, bins + 1, dtype=torch.float64).tolist()
     return result

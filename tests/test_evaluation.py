@@ -104,6 +104,7 @@ def test_hand_worked_examples_jsonl(tmp_path, run_tool):
     # F1 on the predicted labels [E, E, N] against the majorities [E, E, C]: F1_E = 1, F1_N = F1_C = 0.
     assert result["f1_macro"] == pytest.approx(1 / 3)
     assert result["f1_micro"] == pytest.approx(2 / 3)
+    assert result["nonfinite_predictions"] == 0  # every prediction is a distribution: jsd and kl are numbers
 
 
 def test_hand_worked_examples_chaosnli_format(tmp_path, run_tool):
@@ -221,6 +222,9 @@ BAD_JSONL = {
     "no probs": ('{"uid": "h1"}\n', ":1: field 'probs'", "missing"),
     "text in probs": ('{"uid": "h1", "probs": [1, "a", 0]}\n', ":1: field 'probs'", "finite numbers"),
     "negative prob": ('{"uid": "h1", "probs": [1.5, -0.5, 0]}\n', ":1: field 'probs'", "non-negative"),
+    # each value finite, the sum not: rescaled, the row would be NaN and used to score JSD 0
+    "probs summing past float range": ('{"uid": "h1", "probs": [1e308, 1e308, 0]}\n', ":1: field 'probs'",
+                                       "finite sum"),
     "duplicate uid": ('{"uid": "h1", "probs": [1, 0, 0]}\n{"uid": "h1", "probs": [1, 0, 0]}\n', ":2: field 'uid'",
                       "duplicate"),
     "bad label type": ('{"uid": "h1", "probs": [1, 0, 0], "predicted_label": [0]}\n',
@@ -248,6 +252,23 @@ def test_predictions_that_do_not_fit_the_data_are_located(tmp_path, record, fiel
     with pytest.raises(DataError) as error:
         evaluate_predictions(HAND_EXAMPLES[:1], read_predictions(path))
     assert f"{path}:1: field '{field}'" in str(error.value) and message in str(error.value)
+
+
+def test_data_with_infinite_votes_is_refused_naming_the_record(tmp_path, run_tool):
+    # With an Infinity count the human distribution is NaN and its JSD used to count as 0: the JSD was under-reported
+    # and the tool exited 0. The reader now refuses the record.
+    fixture = REPO / "tests" / "fixtures" / "chaosnli" / "chaosNLI_snli.jsonl"
+    lines = fixture.read_text(encoding="utf-8").splitlines()
+    record = json.loads(lines[2])
+    lines[2] = json.dumps({**record, "label_counter": {"e": math.inf, "n": 10}})
+    data = tmp_path / "chaosNLI_snli.jsonl"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    uids = [json.loads(line)["uid"] for line in lines]
+    predictions = write_jsonl(tmp_path / "pred.jsonl", [{"uid": uid, "probs": [0.4, 0.3, 0.3]} for uid in uids])
+    status, _, err = run_tool(None, "--source", "chaosnli_snli", "--data", str(data), "--predictions", predictions)
+    assert status == 2
+    assert err == (f"error: {data}:3: field 'label_counter': vote counts must be finite numbers with a finite sum, "
+                   "got [inf, 10, 0]\n")
 
 
 def test_bad_chaosnli_records_are_located(tmp_path):

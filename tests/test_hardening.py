@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -291,3 +293,37 @@ def test_ctrl_c_during_start_up_is_one_line_and_130():
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err[-2000:]
     assert err.strip().splitlines()[-1] == "shala_pl: interrupted" and "Traceback" not in err
+
+
+# -- non-finite predictions: NaN scores and a failed command, never a perfect JSD ------------------------------------
+def test_a_fit_whose_model_diverges_reports_the_nonfinite_rows_and_fails(tiny_model_dir, tmp_path, capsys):
+    """A learning rate of 1e30 blows the weights up in one step: the validation after fit used to print jsd 0.0000
+    and exit 0 (ChaosNLI's NaN-as-0 applied to NaN predictions)."""
+    args = small_quickstart_run(tiny_model_dir, tmp_path, 1, "--validate_before_fit", "true",
+                                "--model.init_args.optimizer.init_args.lr", "1e30")
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    table = captured.out.split("vs human votes)\n", 1)[1].split("\n\n", 1)[0]
+    rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()[1:]}
+    assert rows["jsd"][1] == "nan" and rows["kl"][1] == "nan" and float(rows["jsd"][0]) > 0
+    assert rows["nonfinite_predictions"] == ["0", "6"]  # all 6 validation examples
+    assert captured.err.endswith("\nshala_pl: error: the model's label probabilities are NaN or infinite for 6 rows of the "
+                            "validation split (val/nonfinite_predictions): its jsd and kl are NaN, not scores\n")
+
+
+@pytest.mark.parametrize("subcommand, split, key", [("validate", "validation", "val"), ("test", "test", "test")])
+def test_validate_and_test_of_a_model_with_nan_weights_fail_saying_how_many_rows(tiny_model_dir, tmp_path, capsys,
+                                                                                subcommand, split, key):
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "nan-model"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = load_file(broken / "model.safetensors")
+    weights["model.norm.weight"] = torch.full_like(weights["model.norm.weight"], math.nan)
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    args = small_quickstart_run(broken, tmp_path / "run", 1)
+    args[0] = subcommand
+    assert main([*args, *(["--ckpt_path", "none"] if subcommand == "test" else [])]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"\nshala_pl: error: the model's label probabilities are NaN or infinite for 6 rows of the {split} split "
+        f"({key}/nonfinite_predictions): its jsd and kl are NaN, not scores\n")

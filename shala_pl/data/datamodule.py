@@ -9,7 +9,7 @@ import os
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 Split = Literal["random", "distributed_nli", "files"]
 SourceName = Literal[SOURCE_NAMES]  # the registry's names: checked when the config is parsed, listed in --help
 PredictSplit = Literal["test", "val", "train", "all"]
-PREDICT_SPLITS = ("test", "val", "train", "all")
 
 
 def seeded_parts(examples: list, seed: int, *fractions: float) -> list[list]:
@@ -123,9 +122,9 @@ class VoteDataModule(LightningDataModule):
             checks.fraction_below_one(f"data.{name}", getattr(self, name))
         checks.require(self.val_fraction + self.test_fraction < 1, "data.val_fraction + data.test_fraction",
                        "below 1 (the rest is the training set)", self.val_fraction + self.test_fraction)
-        checks.one_of("data.split", self.split, ("random", "distributed_nli", "files"))
-        checks.one_of("data.predict_split", self.predict_split, PREDICT_SPLITS)
-        checks.one_of("data.on_invalid", self.on_invalid, ("error", "skip"))
+        checks.one_of("data.split", self.split, get_args(Split))
+        checks.one_of("data.predict_split", self.predict_split, get_args(PredictSplit))
+        checks.one_of("data.on_invalid", self.on_invalid, get_args(OnInvalid))
 
     # -- what the data decides (linked into the model by the CLI) --------------------------------------------------
     @property
@@ -191,12 +190,10 @@ class VoteDataModule(LightningDataModule):
             examples = self._read(self.path, {})
             dev, test = examples[: self.dev_size], examples[self.dev_size :]
             self.splits = {"train": dev, "val": dev, "test": test, "all": examples}
-        elif self.split == "random":
+        else:  # random (the value was checked at construction)
             examples = self._read(self.path, {})
             val, test, train = seeded_parts(examples, self.split_seed, self.val_fraction, self.test_fraction)
             self.splits = {"val": val, "test": test, "train": train, "all": examples}
-        else:
-            raise ConfigValueError(f"data.split must be random, distributed_nli or files; got {self.split!r}")
         empty = [name for name, split in self.splits.items() if not split]
         if empty:
             raise ConfigValueError(f"split(s) {empty} of {self.source} {self.path} are empty; adjust data.split, "

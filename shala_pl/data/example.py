@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Sequence
+from typing import Literal, Optional, Sequence, get_args
 
+from shala_pl import checks
 from shala_pl.errors import ShalaError
 
 OnInvalid = Literal["error", "skip"]
@@ -64,8 +66,16 @@ def majority_index(votes: Sequence[float], preferred: Optional[int] = None) -> t
 
 
 def check_votes(votes: Sequence[float], path, line, field_name: str = "votes") -> None:
-    if any(not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v) for v in votes):
+    if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in votes):
         raise DataError(path, line, field_name, f"votes must be numbers, got {list(votes)}", "non_numeric_votes")
+    # JSON reads Infinity and 1e400 as inf, and a 400-digit integer as an int no float can hold (comparisons are
+    # exact for both); NaN fails every comparison
+    if not all(-sys.float_info.max <= v <= sys.float_info.max for v in votes) or not math.isfinite(
+            sum(float(v) for v in votes)):
+        shown = [v if isinstance(v, float) or abs(v) < 10**20 else f"<{len(str(abs(v)))}-digit integer>"
+                 for v in votes]
+        raise DataError(path, line, field_name, f"vote counts must be finite numbers with a finite sum, got {shown}",
+                        "nonfinite_votes")
     if any(v < 0 for v in votes):
         raise DataError(path, line, field_name, f"negative vote count in {list(votes)}", "negative_votes")
     if sum(votes) <= 0:
@@ -82,8 +92,7 @@ class RecordSink:
     """Collects examples; applies the ``on_invalid`` policy to DataErrors and rejects duplicate uids."""
 
     def __init__(self, path, on_invalid: OnInvalid = "error"):
-        if on_invalid not in ("error", "skip"):
-            raise ValueError(f"on_invalid must be 'error' or 'skip', got {on_invalid!r}")
+        checks.one_of("on_invalid", on_invalid, get_args(OnInvalid))
         self.path, self.on_invalid = path, on_invalid
         self.result = ReadResult()
         self._seen: dict[str, int] = {}

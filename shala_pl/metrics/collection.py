@@ -23,9 +23,10 @@ from torchmetrics import MetricCollection
 
 from shala_pl.metrics.classification import MajorityAccuracy, MajorityF1, MultiLabelF1
 from shala_pl.metrics.distribution import (EntropyBinnedJSD, HumanEntropy, JensenShannonDistance, KLDivergence,
-                                           ModelEntropy)
+                                           ModelEntropy, NonFinitePredictions)
 
 BINNED_JSD = "jsd_binned"
+NONFINITE = "nonfinite_predictions"  # rows whose probabilities are not a distribution: they make jsd and kl NaN
 
 
 class EvalMetrics(MetricCollection):
@@ -61,8 +62,8 @@ class EvalMetrics(MetricCollection):
 
 
 def build_eval_metrics(num_labels: int, multilabel: bool = False, entropy_bins: int = 3) -> EvalMetrics:
-    """Keys: jsd, kl, accuracy, f1_macro, f1_micro, f1_weighted, entropy_model, entropy_human, (f1_multilabel),
-    and, when ``entropy_bins`` > 0, the binned JSD (flattened by ``compute``)."""
+    """Keys: jsd, kl, accuracy, f1_macro, f1_micro, f1_weighted, entropy_model, entropy_human, nonfinite_predictions,
+    (f1_multilabel), and, when ``entropy_bins`` > 0, the binned JSD (flattened by ``compute``)."""
     metrics = {
         "jsd": JensenShannonDistance(),
         "kl": KLDivergence(),
@@ -72,6 +73,7 @@ def build_eval_metrics(num_labels: int, multilabel: bool = False, entropy_bins: 
         "f1_weighted": MajorityF1(num_labels, average="weighted"),
         "entropy_model": ModelEntropy(),
         "entropy_human": HumanEntropy(),
+        NONFINITE: NonFinitePredictions(),
     }
     if multilabel:
         metrics["f1_multilabel"] = MultiLabelF1(num_labels)

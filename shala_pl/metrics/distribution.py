@@ -46,18 +46,35 @@ def relative_entropy(p: Tensor, q: Tensor) -> Tensor:
     return torch.where(p.isnan() | q.isnan(), torch.full_like(p, math.nan), terms)
 
 
+def is_distribution(dist: Tensor) -> Tensor:
+    """Per row, [..., K] -> [...] bool: finite, non-negative entries with a finite positive sum, i.e. a row that
+    rescales to a distribution. NaN or infinite probabilities (a diverged float16 model) are not."""
+    dist = dist.to(torch.float64)
+    total = dist.sum(-1)
+    return torch.isfinite(dist).all(-1) & (dist >= 0).all(-1) & torch.isfinite(total) & (total > 0)
+
+
 def jensen_shannon_distance(human: Tensor, model: Tensor, base: Optional[float] = None) -> Tensor:
     """Per-row ``scipy.spatial.distance.jensenshannon(human, model, base)``, [..., K] -> [...] float64.
 
-    A NaN row (the divergence rounds to a tiny negative number, or an input is NaN) counts as 0, as in ChaosNLI.
+    A NaN row counts as 0, as in ChaosNLI: the rounding case (the divergence of two near-identical rows comes out
+    as a tiny negative number), and also a row that is no distribution, which the training rewards pass on purpose
+    (an empty leave-one-out histogram) and mask. Scores use ``scored_jensen_shannon_distance`` instead.
     """
     p, q = normalise(human), normalise(model)
     m = 0.5 * (p + q)
     divergence = (relative_entropy(p, m) + relative_entropy(q, m)).sum(-1)
     if base is not None:
         divergence = divergence / math.log(base)
-    distance = torch.sqrt(divergence / 2.0)
-    return torch.nan_to_num(distance, nan=0.0)
+    return torch.nan_to_num(torch.sqrt(divergence / 2.0), nan=0.0)
+
+
+def scored_jensen_shannon_distance(human: Tensor, model: Tensor, base: Optional[float] = None) -> Tensor:
+    """``jensen_shannon_distance`` for evaluation: 0 for ChaosNLI's rounding case only; NaN where either row is
+    not a distribution (``is_distribution``), so that a NaN prediction can never score a perfect 0."""
+    both = is_distribution(human) & is_distribution(model)
+    distance = jensen_shannon_distance(human, model, base)
+    return torch.where(both, distance, torch.full_like(distance, math.nan))
 
 
 def kl_divergence(human: Tensor, model: Tensor) -> Tensor:
@@ -133,7 +150,7 @@ class JensenShannonDistance(_ExampleMean):
         self.base = base
 
     def per_example(self, probs: Tensor, human: Tensor) -> Tensor:
-        return jensen_shannon_distance(human, probs, self.base)
+        return scored_jensen_shannon_distance(human, probs, self.base)
 
 
 class KLDivergence(_ExampleMean):
@@ -161,6 +178,26 @@ class HumanEntropy(_ExampleMean):
 
     def per_example(self, probs: Tensor, human: Tensor) -> Tensor:
         return entropy(human)
+
+
+class NonFinitePredictions(Metric):
+    """How many rows of the model's probabilities are not a distribution (``is_distribution``: NaN, infinite,
+    negative or all zero). Any such row makes the JSD and KL means NaN; this says how many there were."""
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, probs: Tensor, human: Tensor) -> None:
+        _check_pair(probs, human)
+        self.count += (~is_distribution(probs)).sum()
+
+    def compute(self) -> Tensor:
+        return self.count.clone()
 
 
 class EntropyBinnedJSD(_Float64StateMetric):
@@ -202,7 +239,7 @@ class EntropyBinnedJSD(_Float64StateMetric):
         if human.shape[1] != self.num_labels:
             raise ValueError(f"expected {self.num_labels} labels, got {human.shape[1]}")
         index = self.bin_index(human)
-        self.jsd_sum.index_add_(0, index, jensen_shannon_distance(human, probs))
+        self.jsd_sum.index_add_(0, index, scored_jensen_shannon_distance(human, probs))
         self.bin_count.index_add_(0, index, torch.ones_like(index))
 
     def compute(self) -> Tensor:

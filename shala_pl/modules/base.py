@@ -29,6 +29,9 @@ from shala_pl.rl.rollout import RolloutSettings, sample_answers
 log = logging.getLogger(__name__)
 
 Readout = Literal["label_probs", "sampling"]
+# A readout's metrics are logged as ``<stage>/<prefix><metric>`` whatever the other readouts are: the exact label
+# distribution as ``val/jsd``, the sampled answers' histogram as ``val/sampling/jsd``.
+READOUT_PREFIXES: dict[str, str] = {"label_probs": "", "sampling": "sampling/"}
 FIGURE_EXAMPLES = 4  # examples drawn in the validation figure of model vs human distributions
 
 
@@ -196,7 +199,7 @@ class VoteModule(LightningModule):
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         logged = {}
         for readout, collection in metrics.items():
-            prefix = f"{stage}/" if len(metrics) == 1 else f"{stage}/{readout}/"
+            prefix = metric_prefix(stage, readout)
             for name, value in compute_flat(collection).items():
                 logged[prefix + name] = value
             if readout == "sampling":  # answers that did not parse into a label
@@ -224,7 +227,7 @@ class VoteModule(LightningModule):
         # the step Lightning gives this validation's scalars (its logger connector's default), so that figures and
         # scalars share one axis: during fit that is one less than global_step
         step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
-        prefix = "val/" if len(self.readouts) == 1 else f"val/{self.readouts[0]}/"
+        prefix = metric_prefix("val", self.readouts[0])
         bins = sorted(k for k in logged if k.startswith(prefix + "jsd_bin"))
         if bins:
             counts = [logged[k.replace("jsd_bin", "n_bin")] for k in bins]
@@ -277,6 +280,11 @@ class VoteModule(LightningModule):
         self.policy.save_pretrained(out_dir)
         self.tokenizer.save_pretrained(out_dir)
         return out_dir
+
+
+def metric_prefix(stage: str, readout: str) -> str:
+    """``val/`` for the label-probability readout, ``val/sampling/`` for the sampling readout."""
+    return f"{stage}/{READOUT_PREFIXES[readout]}"
 
 
 def fully_shard_decoder(model: torch.nn.Module, mesh) -> None:

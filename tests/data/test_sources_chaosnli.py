@@ -1,6 +1,7 @@
 """ChaosNLI v1.0: votes from ``label_counter``, the file's own majority kept on ties, bad lines located."""
 
 import json
+import math
 
 import pytest
 
@@ -88,6 +89,17 @@ BAD_LINE_3 = [
     ("all-zero votes", lambda r: json.dumps({**r, "label_counter": {"e": 0}}), "label_counter", "zero_votes"),
     ("non-numeric votes", lambda r: json.dumps({**r, "label_counter": {"e": "90", "n": 10}}), "label_counter",
      "non_numeric_votes"),
+    # JSON reads all three; one such record used to turn a training batch's weights NaN (or raise OverflowError)
+    ("Infinity votes", lambda r: json.dumps({**r, "label_counter": {"e": math.inf, "n": 10}}), "label_counter",
+     "nonfinite_votes"),
+    ("1e400 votes", lambda r: json.dumps({**r, "label_counter": {"e": 1, "n": 10}}).replace('"e": 1,', '"e": 1e400,'),
+     "label_counter", "nonfinite_votes"),
+    ("400-digit votes", lambda r: json.dumps({**r, "label_counter": {"e": 10**400, "n": 10}}), "label_counter",
+     "nonfinite_votes"),
+    ("votes summing past float range", lambda r: json.dumps({**r, "label_counter": {"e": 1e308, "n": 1e308}}),
+     "label_counter", "nonfinite_votes"),
+    ("a key given twice", lambda r: json.dumps({**r, "label_counter": {"e": 1, "n": 10}}).replace(
+        '"n": 10', '"n": 10, "e": 90'), "label_counter.e", "repeated_key"),
     ("unknown majority", lambda r: json.dumps({**r, "majority_label": "x"}), "majority_label", "unknown_label"),
     ("missing premise", lambda r: json.dumps({**r, "example": {"hypothesis": "h"}}), "example.premise",
      "missing_field"),

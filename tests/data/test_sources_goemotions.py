@@ -167,3 +167,37 @@ def test_a_header_missing_a_column_fails_even_when_skipping(folder, tmp_path):
     copy.write_text(copy.read_text(encoding="utf-8").replace(",neutral\n", ",neutralish\n", 1), encoding="utf-8")
     with pytest.raises(DataError, match=r"goemotions_1\.csv:1: field 'neutral': missing column"):
         load_source("goemotions", copy, on_invalid="skip")
+
+
+# -- rows that would miscount: rater 1's row on comment eew5j0j (line 2 of goemotions_1.csv) appended again as
+# line 15, as is or changed
+
+def with_extra_row(folder, tmp_path, edit=lambda line: line):
+    shutil.copy(folder / "goemotions_2.csv", tmp_path)
+    lines = (folder / "goemotions_1.csv").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 14 and lines[1].startswith("That game hurt.,eew5j0j,")
+    (tmp_path / "goemotions_1.csv").write_text("\n".join([*lines, edit(lines[1])]) + "\n", encoding="utf-8")
+    return tmp_path
+
+
+REPEATED_ROWS = [
+    # (what, edit of the copied row, field, reason, message)
+    ("the same rater twice", lambda line: line, "rater_id", "duplicate_rater",
+     r"rater 1 already rated comment eew5j0j at \S*goemotions_1\.csv:2 \(one vote per rater\)"),
+    ("another text under the same id",
+     lambda line: line.replace("That game hurt.", "That game was great.").replace(",1,False,", ",9,False,"), "text",
+     "conflicting_text", r"comment id eew5j0j has a different text at \S*goemotions_1\.csv:2"),
+]
+
+
+@pytest.mark.parametrize("what, edit, field, reason, message", REPEATED_ROWS, ids=[case[0] for case in REPEATED_ROWS])
+def test_a_row_that_would_count_a_rater_twice_or_merge_two_texts_is_located(folder, tmp_path, what, edit, field,
+                                                                             reason, message):
+    copy = with_extra_row(folder, tmp_path, edit)
+    with pytest.raises(DataError, match=rf"goemotions_1\.csv:15: field '{field}': {message}") as error:
+        load_source("goemotions", copy)
+    assert error.value.reason == reason
+    examples, skipped = read(copy, on_invalid="skip")
+    assert skipped == {reason: 1, "very_unclear": 3, "all_rows_very_unclear": 1}
+    assert nonzero_votes(examples["eew5j0j"]) == {"sadness": 2, "disappointment": 1}  # as without the extra row
+    assert examples["eew5j0j"].fields == {"text": "That game hurt."}

@@ -1,6 +1,8 @@
 """The generic JSONL source: {"uid", text fields, "votes": {label: n}} or "label_counts" with the labels option."""
 
 import json
+import logging
+import math
 
 import pytest
 
@@ -67,6 +69,10 @@ BAD_RECORDS = [
     ("unknown label", {"uid": "b", "text": "t", "votes": {"yes": 1, "perhaps": 2}}, "votes", "unknown_label"),
     ("negative votes", {"uid": "b", "text": "t", "votes": {"yes": -2, "no": 3}}, "votes", "negative_votes"),
     ("all-zero votes", {"uid": "b", "text": "t", "votes": {"yes": 0}}, "votes", "zero_votes"),
+    ("infinite votes", {"uid": "b", "text": "t", "votes": {"yes": math.inf, "no": 1}}, "votes", "nonfinite_votes"),
+    ("NaN votes", {"uid": "b", "text": "t", "votes": {"yes": math.nan}}, "votes", "nonfinite_votes"),
+    ("a 400-digit count", {"uid": "b", "text": "t", "label_counts": [10**400, 1]}, "label_counts",
+     "nonfinite_votes"),
     ("missing text", {"uid": "b", "votes": {"yes": 1}}, "text", "missing_field"),
     ("text not a string", {"uid": "b", "text": 5, "votes": {"yes": 1}}, "text", "wrong_type"),
     ("missing uid", {"text": "t", "votes": {"yes": 1}}, "uid", "missing_field"),
@@ -100,3 +106,23 @@ def test_malformed_json_and_empty_files(tmp_path):
     path.write_text("\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"mine\.jsonl: no records"):
         load_source("jsonl", path)
+
+
+MISSPELLED = [{"uid": "a", "text": "x", "votes": {"sarcastic": 3, "literal": 1}},
+              {"uid": "b", "text": "y", "votes": {"sarcastc": 2, "literal": 1}}]
+
+
+def test_without_labels_the_label_set_found_is_logged_with_counts_so_a_misspelling_shows(tmp_path, caplog):
+    path = write_jsonl(tmp_path / "mine.jsonl", MISSPELLED)
+    with caplog.at_level(logging.WARNING, logger="shala_pl.data.sources.jsonl"):
+        result = load_source("jsonl", path)
+    assert result.examples[0].labels == ("literal", "sarcastc", "sarcastic")  # the misspelling is a class
+    assert ("labels are the votes keys found: literal (2 records, first at line 1), sarcastc (1 record, first at "
+            "line 2), sarcastic (1 record, first at line 1)") in caplog.text
+
+
+def test_with_labels_an_unknown_name_is_a_located_error(tmp_path, caplog):
+    path = write_jsonl(tmp_path / "mine.jsonl", MISSPELLED)
+    with pytest.raises(DataError, match=r"mine\.jsonl:2: field 'votes': unknown label\(s\) \['sarcastc'\]"):
+        load_source("jsonl", path, labels=["sarcastic", "literal"])
+    assert "votes keys found" not in caplog.text

@@ -160,3 +160,46 @@ def test_missing_label_files_are_not_found(fixtures_dir, tmp_path):
     (release / "Labels" / "labels_detailed.csv").unlink()
     with pytest.raises(FileNotFoundError, match="labels_detailed"):
         load_source("msp_podcast", release)
+
+
+def test_a_worker_listed_twice_in_the_detailed_csv_is_located(fixtures_dir, tmp_path):
+    release = tmp_path / "release"
+    shutil.copytree(fixtures_dir / "msp_podcast_csv", release)
+    detailed = release / "Labels" / "labels_detailed.csv"
+    lines = detailed.read_text().splitlines()
+    assert len(lines) == 39 and lines[1].startswith("MSP-PODCAST_0001_0008.wav,WORKER00000012; Neutral;")
+    detailed.write_text("\n".join([*lines, lines[1]]) + "\n")
+    with pytest.raises(DataError, match=r"labels_detailed\.csv:40: field 'EmoDetail': MSP-PODCAST_0001_0008\.wav: "
+                                        r"worker WORKER00000012 already answered at line 2") as error:
+        load_source("msp_podcast", release)
+    assert error.value.reason == "duplicate_rater"
+    examples, skipped = read(release, on_invalid="skip")
+    assert votes_of(examples["MSP-PODCAST_0001_0008.wav"]) == {"neutral": 3, "happy": 1}  # counted once
+    assert skipped["duplicate_rater"] == 1
+
+
+REPEATED_KEYS = [
+    # (what, how the JSON text changes, the key path named, its line, the first segment's votes when skipping)
+    ("a worker", lambda text: text.replace('  "WORKER00000012": {', '  "WORKER00000012": {"EmoClass_Major": "Angry"},'
+                                           '\n  "WORKER00000012": {', 1),
+     "MSP-PODCAST_0001_0008.wav/WORKER00000012", 4, {"angry": 1, "neutral": 2, "happy": 1}),
+    ("a segment", lambda text: text.replace('{\n "MSP-PODCAST_0001_0008.wav": {',
+                                            '{\n "MSP-PODCAST_0001_0008.wav": {"W1": {"EmoClass_Major": "Sad"}},'
+                                            '\n "MSP-PODCAST_0001_0008.wav": {', 1),
+     "MSP-PODCAST_0001_0008.wav", 3, {"sad": 1}),
+]
+
+
+@pytest.mark.parametrize("what, edit, key_path, line, votes", REPEATED_KEYS, ids=[case[0] for case in REPEATED_KEYS])
+def test_a_key_given_twice_in_the_detailed_json_is_located_not_overwritten(fixtures_dir, tmp_path, what, edit,
+                                                                           key_path, line, votes):
+    # json.loads keeps the last of two equal keys without a word: a segment's or a worker's votes would vanish
+    release = tmp_path / "release"
+    shutil.copytree(fixtures_dir / "msp_podcast_json", release)
+    detailed = release / "Labels" / "labels_detailed.json"
+    detailed.write_text(edit(detailed.read_text()))
+    with pytest.raises(DataError, match=rf"labels_detailed\.json:{line}: field '{key_path}': .* appears twice") as error:
+        load_source("msp_podcast", release)
+    assert error.value.reason == "repeated_key"
+    examples, skipped = read(release, on_invalid="skip")
+    assert votes_of(examples["MSP-PODCAST_0001_0008.wav"]) == votes and skipped["repeated_key"] == 1

@@ -10,7 +10,7 @@ from scipy.stats import entropy as scipy_entropy
 
 from shala_pl.metrics import (EntropyBinnedJSD, HumanEntropy, JensenShannonDistance, KLDivergence, ModelEntropy,
                               build_eval_metrics)
-from shala_pl.metrics.distribution import floor_model_probs, jensen_shannon_distance
+from shala_pl.metrics.distribution import floor_model_probs, jensen_shannon_distance, scored_jensen_shannon_distance
 
 TOL = 1e-6
 
@@ -122,6 +122,38 @@ def test_nan_example_counts_as_zero():
     assert metric.compute().item() == pytest.approx(math.sqrt(math.log(2)) / 2, abs=1e-12)
 
 
+@pytest.mark.parametrize("bad_row", [[math.nan] * 3, [math.inf, 0.0, 0.0], [0.0, 0.0, 0.0], [0.5, -0.5, 1.0]],
+                         ids=["nan", "inf", "all zero", "negative"])
+def test_a_prediction_that_is_not_a_distribution_is_nan_and_counted_never_zero(bad_row):
+    # A float16 model that diverged gives NaN probabilities; ChaosNLI's "NaN counts as 0" must not score it perfect.
+    human = torch.tensor([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    model = torch.tensor([bad_row, [0.0, 1.0, 0.0]], dtype=torch.float64)
+    distances = scored_jensen_shannon_distance(human, model)
+    assert math.isnan(distances[0].item()) and distances[1].item() == pytest.approx(math.sqrt(math.log(2)))
+    metrics = build_eval_metrics(num_labels=3)
+    metrics.update(model, human, human.argmax(-1))
+    results = metrics.compute()
+    assert results["nonfinite_predictions"].item() == 1
+    assert math.isnan(results["jsd"].item()) and math.isnan(results["jsd_bin0"].item() + results["jsd_bin1"].item()
+                                                             + results["jsd_bin2"].item())
+
+
+def test_human_votes_that_are_not_a_distribution_give_nan_not_zero():
+    human = torch.tensor([[math.inf, 1.0, 0.0]], dtype=torch.float64)
+    model = torch.tensor([[0.2, 0.3, 0.5]], dtype=torch.float64)
+    assert math.isnan(scored_jensen_shannon_distance(human, model).item())
+
+
+def test_the_count_is_zero_for_distributions_and_summed_over_batches():
+    probs, human = random_pairs(seed=3, n=10, k=3)
+    metrics = build_eval_metrics(num_labels=3)
+    metrics.update(probs, human, human.argmax(-1))
+    assert metrics.compute()["nonfinite_predictions"].item() == 0
+    probs[2:5] = math.nan
+    metrics.update(probs, human, human.argmax(-1))
+    assert metrics.compute()["nonfinite_predictions"].item() == 3
+
+
 def test_mean_of_distances_not_distance_of_means():
     human = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     model = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
@@ -204,7 +236,7 @@ def test_collection_keys_and_flat_scalars():
     metrics.update(probs, human, majority, multilabel_target=(human >= 0.3).long())
     results = metrics.compute()
     assert set(results) == {"jsd", "kl", "accuracy", "f1_macro", "f1_micro", "f1_weighted", "entropy_model",
-                            "entropy_human", "f1_multilabel", "jsd_bin0", "jsd_bin1", "jsd_bin2", "n_bin0",
+                            "entropy_human", "nonfinite_predictions", "f1_multilabel", "jsd_bin0", "jsd_bin1", "jsd_bin2", "n_bin0",
                             "n_bin1", "n_bin2"}
     assert all(value.ndim == 0 for value in results.values())
     assert sum(results[f"n_bin{i}"].item() for i in range(3)) == 12

@@ -75,3 +75,49 @@ def test_grpo_module_settings_are_not_shared_between_instances(tiny_model_dir):
     assert first.rollout_settings == second.rollout_settings
     assert first.rollout_settings is not second.rollout_settings
     assert first.loss_settings is not second.loss_settings and first.weighting is not second.weighting
+
+
+# -- checks across sections, when the CLI reads the config: one line, exit 2, before the model loads -------------
+
+REFUSED_WHEN_READ = [
+    # (what, options, the one line)
+    ("a negative learning rate", ["--model.init_args.optimizer.init_args.lr=-1e-4"],
+     "model.init_args.optimizer.init_args: torch.optim.AdamW refuses its values: Invalid learning rate: -0.0001"),
+    ("a beta of 1", ["--model.init_args.optimizer.init_args.betas", "[0.9, 1.0]"],
+     "model.init_args.optimizer.init_args: torch.optim.AdamW refuses its values: Invalid beta parameter at index 1: "
+     "1.0"),
+    ("groups of one with the sampled objective", ["--model.init_args.rollout.num_generations", "1"],
+     "model.init_args.rollout.num_generations must be at least 2 with the sampled objective, got 1 (an answer's "
+     "advantage is its reward minus its group's mean: with a group of one it is 0 and nothing trains; objective: "
+     "exact needs no group)"),
+    ("prompts longer than the model's positions", ["--data.max_prompt_length", "513"],
+     "data.max_prompt_length must be at most the model's 512 positions (max_position_embeddings), got 513 (a longer "
+     "prompt runs past the model's context)"),
+    ("float16 training on CPU", ["--model.init_args.dtype", "float16", "--trainer.accelerator", "cpu"],
+     "model.init_args.dtype must be float32 or bfloat16 to train on CPU, got 'float16' (float16 weights and "
+     "optimizer states overflow here: 3 quickstart steps turned every prediction NaN)"),
+]
+
+
+@pytest.mark.parametrize("what, options, line", REFUSED_WHEN_READ, ids=[case[0] for case in REFUSED_WHEN_READ])
+def test_settings_that_train_nothing_or_fail_later_are_refused_when_the_config_is_read(tiny_model_dir, tmp_path,
+                                                                                      capsys, what, options, line):
+    from conftest import small_quickstart_run
+    from shala_pl.__main__ import main
+
+    assert main(small_quickstart_run(tiny_model_dir, tmp_path, 2, *options)) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"shala_pl: error: {line}\n"
+    assert "Loading weights" not in captured.out and not any(tmp_path.iterdir())  # nothing loaded, nothing written
+
+
+def test_the_exact_objective_trains_with_groups_of_one_and_float16_evaluates_on_cpu(tiny_model_dir, tmp_path):
+    from conftest import small_quickstart_run
+    from shala_pl.cli import cli_main
+
+    exact = cli_main(small_quickstart_run(tiny_model_dir, tmp_path / "exact", 1, "--model.init_args.objective",
+                                          "exact", "--model.init_args.rollout.num_generations", "1")[1:], run=False)
+    assert exact.model.rollout_settings.num_generations == 1
+    validated = cli_main(["validate", *small_quickstart_run(tiny_model_dir, tmp_path / "f16", 1, "--model.init_args"
+                                                            ".dtype", "float16")[1:]]).trainer.callback_metrics
+    assert validated["val/nonfinite_predictions"] == 0 and 0 < float(validated["val/jsd"]) < 1

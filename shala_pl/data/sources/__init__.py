@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Union, get_args
 
+from shala_pl import checks
 from shala_pl.data.example import OnInvalid, ReadResult
 from shala_pl.data.sources.chaosnli import read_chaosnli
 from shala_pl.data.sources.goemotions import read_goemotions
@@ -39,8 +40,7 @@ def load_source(source: str, path: Union[str, Path, None], *, on_invalid: OnInva
     """
     if source not in _READERS:
         raise ValueError(f"unknown source {source!r}; valid sources: {', '.join(SOURCE_NAMES)}")
-    if on_invalid not in ("error", "skip"):
-        raise ValueError(f"on_invalid must be 'error' or 'skip', got {on_invalid!r}")
+    checks.one_of("on_invalid", on_invalid, get_args(OnInvalid))
     reader, fixed = _READERS[source]
     accepted = source_options(source)
     unknown = sorted(set(options) - set(accepted))

@@ -4,6 +4,8 @@ One row per rater per Reddit comment; rows are grouped by the comment ``id`` acr
 casts one vote, split evenly over the labels it marked (after mapping emotions to the chosen taxonomy's groups, so a
 rater marking joy and love casts one whole ``joy`` vote under ``ekman``). Rows flagged ``example_very_unclear`` are
 dropped and counted (reason ``very_unclear``); a comment left with no rows is counted too (``all_rows_very_unclear``).
+A second row of the same rater on a comment (``duplicate_rater``) and a row whose text differs from the first row
+under its id (``conflicting_text``) are bad records: an error, or skipped and counted with ``on_invalid: skip``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 from shala_pl.data.example import DataError, OnInvalid, ReadResult, RecordSink, VoteExample, majority_index
 from shala_pl.data.sources.records import csv_rows
@@ -55,8 +57,10 @@ _TRUE, _FALSE = "true", "false"
 @dataclass
 class _Comment:
     text: str
+    file: Path
     line: int  # where its first row starts
     rater_groups: list = field(default_factory=list)  # per clear rater: the frozenset of groups it marked
+    rater_rows: dict = field(default_factory=dict)  # rater_id -> "file:line" of its row
 
 
 def read_goemotions(path: Path, *, on_invalid: OnInvalid = "error", taxonomy: Taxonomy = "full") -> ReadResult:
@@ -75,7 +79,12 @@ def read_goemotions(path: Path, *, on_invalid: OnInvalid = "error", taxonomy: Ta
             except DataError as error:
                 sink.invalid(error)
                 continue
-            comment = comments.setdefault(uid, _Comment(row["text"], line))
+            comment = comments.setdefault(uid, _Comment(row["text"], file, line))
+            error = _repeated_row(comment, uid, row, file, line)
+            if error is not None:
+                sink.invalid(error)
+                continue
+            comment.rater_rows[row["rater_id"]] = f"{file}:{line}"
             if unclear:
                 sink.skip("very_unclear")
             else:
@@ -86,6 +95,17 @@ def read_goemotions(path: Path, *, on_invalid: OnInvalid = "error", taxonomy: Ta
             continue
         sink.add(_comment_example(uid, comment, labels), comment.line)
     return sink.finish()
+
+
+def _repeated_row(comment: _Comment, uid: str, row: dict[str, str], file: Path, line: int) -> Optional[DataError]:
+    """A row that would count a rater twice, or put a second text under the comment's id."""
+    if row["text"] != comment.text:
+        return DataError(file, line, "text", f"comment id {uid} has a different text at {comment.file}:"
+                         f"{comment.line} (two comments under one id?)", "conflicting_text")
+    if row["rater_id"] in comment.rater_rows:
+        return DataError(file, line, "rater_id", f"rater {row['rater_id']} already rated comment {uid} at "
+                         f"{comment.rater_rows[row['rater_id']]} (one vote per rater)", "duplicate_rater")
+    return None
 
 
 def goemotions_files(path: Path) -> list[Path]:

@@ -7,19 +7,24 @@ One JSON object per line::
 
 ``votes`` maps label names to counts (a missing label is 0); ``label_counts`` lists counts in the order of the
 ``labels`` option, which it requires. Without ``labels`` the label order is the sorted union of all ``votes`` keys
-in the file. ``majority`` (optional) names the majority label and overrides the top vote. The text fields are
+in the file, and the reader logs that set with each name's record count (a misspelled name would be a class of its
+own); with ``labels`` any other name is an error. ``majority`` (optional) names the majority label and overrides the top vote. The text fields are
 ``text_fields`` (default ``["text"]``) and must cover the placeholders of ``task``'s prompt template.
 """
 
 from __future__ import annotations
 
+import logging
 import string
+from collections import Counter
 from pathlib import Path
 from typing import Optional, Sequence
 
 from shala_pl.data.example import DataError, OnInvalid, ReadResult, RecordSink, VoteExample, check_votes, majority_index
 from shala_pl.data.prompts import TASK_TEMPLATES
 from shala_pl.data.sources.records import json_lines, require
+
+log = logging.getLogger(__name__)
 
 
 def read_jsonl(path: Path, *, on_invalid: OnInvalid = "error", labels: Optional[Sequence[str]] = None,
@@ -30,6 +35,8 @@ def read_jsonl(path: Path, *, on_invalid: OnInvalid = "error", labels: Optional[
     sink = RecordSink(path, on_invalid)
     records = list(json_lines(path, sink))
     label_order = tuple(labels) if labels is not None else _vote_keys(records)
+    if labels is None:
+        log.warning("%s", found_labels_note(path, records))
     for line, record in records:
         try:
             example = _parse(record, path, line, label_order, labels is not None, task, text_fields)
@@ -53,6 +60,22 @@ def _check_text_fields(task: str, text_fields: Sequence[str]) -> tuple:
 def _vote_keys(records: list[tuple[int, dict]]) -> tuple:
     return tuple(sorted({key for _, record in records if isinstance(record.get("votes"), dict)
                          for key in record["votes"]}))
+
+
+def found_labels_note(path: Path, records: list[tuple[int, dict]]) -> str:
+    """The label set read from the votes keys, each with the records naming it and its first line: without the
+    ``labels`` option a misspelled name is a class of its own, and this is where it shows."""
+    counts: Counter = Counter()
+    first_line: dict[str, int] = {}
+    for line, record in records:
+        if isinstance(record.get("votes"), dict):
+            for key in record["votes"]:
+                counts[key] += 1
+                first_line.setdefault(key, line)
+    found = ", ".join(f"{key} ({counts[key]} record{'s' if counts[key] != 1 else ''}, first at line "
+                      f"{first_line[key]})" for key in sorted(counts))
+    return (f"{path}: no labels option, so the labels are the votes keys found: {found}; set "
+            "data.source_options.labels to the intended names to have any other name rejected")
 
 
 def _parse(record: dict, path: Path, line: int, labels: tuple, labels_given: bool, task: str,

@@ -10,7 +10,9 @@
 
 Each annotator's major class is one vote. "Other-..." votes are kept as a 9th class ``other`` with
 ``keep_other=True``; otherwise each is dropped and counted (reason ``other_vote``), and a segment left without votes
-is skipped (``only_other_votes``).
+is skipped (``only_other_votes``). A worker answering a segment twice (a repeated CSV row, ``duplicate_rater``) or
+a key given twice in the JSON (``repeated_key``; ``json`` alone would keep the last silently) is a bad record; under
+``on_invalid: skip`` the first answer is kept and the other counted.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
 
 from shala_pl.data.example import DataError, OnInvalid, ReadResult, RecordSink, VoteExample, majority_index
-from shala_pl.data.sources.records import csv_rows
+from shala_pl.data.sources.records import JsonObject, csv_rows, read_text, repeated_key_line
 
 CLASSES = ("angry", "sad", "happy", "surprise", "fear", "disgust", "contempt", "neutral")
 OTHER = "other"
@@ -132,7 +134,7 @@ class _Release:
         if not path.is_file():
             raise DataError(self.consensus, line, "transcript", f"{file_name}: missing transcript {path}",
                             "missing_transcript")
-        text = path.read_text(encoding="utf-8").strip()
+        text = read_text(path).strip()
         if not text:
             raise DataError(self.consensus, line, "transcript", f"{file_name}: empty transcript {path}",
                             "empty_transcript")
@@ -163,21 +165,34 @@ def _read_detailed(labels_dir: Path, sink: RecordSink) -> tuple[dict[str, list[_
 
 
 def _answers_from_json(path: Path, sink: RecordSink) -> dict[str, list[_Answer]]:
+    text = read_text(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(text, object_pairs_hook=JsonObject)
     except json.JSONDecodeError as error:
         # one JSON document: nothing after a syntax error can be trusted, so this raises whatever on_invalid says
         raise DataError(path, error.lineno, None, f"malformed JSON: {error.msg}", "malformed_json") from error
     if not isinstance(data, dict):
         raise DataError(path, None, None, "expected an object keyed by file name", "malformed_json")
+
+    def repeated(key_path: tuple, what: str) -> None:  # a repeated key: the first value is kept (or none, on error)
+        sink.invalid(DataError(path, repeated_key_line(text, key_path), "/".join(key_path),
+                               f"{what} appears twice (which one is meant?)", "repeated_key"))
+
+    for file_name in data.repeated:
+        repeated((file_name,), f"the segment {file_name}")
     answers: dict[str, list[_Answer]] = {}
     for file_name, workers in data.items():
         if not isinstance(workers, dict):
             sink.invalid(DataError(path, None, file_name, "expected an object keyed by worker", "malformed_json"))
             continue
+        for worker in workers.repeated:
+            repeated((file_name, worker), f"{file_name}: worker {worker}")
         answers[file_name] = []
         for worker, answer in workers.items():
             major = answer.get("EmoClass_Major") if isinstance(answer, dict) else None
+            if isinstance(answer, JsonObject) and answer.repeated:
+                repeated((file_name, worker, answer.repeated[0]), f"{file_name}, worker {worker}: a field")
+                continue
             if not isinstance(major, str):
                 sink.invalid(DataError(path, None, "EmoClass_Major",
                                        f"{file_name}, worker {worker}: missing or not a string", "missing_field"))
@@ -195,5 +210,11 @@ def _answers_from_csv(path: Path, sink: RecordSink) -> dict[str, list[_Answer]]:
                                    f"{row['FileName']}: expected 'WORKER; Class; ...', got {row['EmoDetail']!r}",
                                    "malformed_detail"))
             continue
-        answers.setdefault(row["FileName"].strip(), []).append(_Answer(parts[0], parts[1], path, line, "EmoDetail"))
+        file_name = row["FileName"].strip()
+        earlier = next((a for a in answers.get(file_name, ()) if a.worker == parts[0]), None)
+        if earlier is not None:
+            sink.invalid(DataError(path, line, "EmoDetail", f"{file_name}: worker {parts[0]} already answered at "
+                                   f"line {earlier.line} (one vote per worker)", "duplicate_rater"))
+            continue
+        answers.setdefault(file_name, []).append(_Answer(parts[0], parts[1], path, line, "EmoDetail"))
     return answers
