@@ -229,7 +229,6 @@ def settle_run_paths(config: Namespace, subcommand: str) -> None:
         config.ckpt_path = str(find_best_checkpoint(config, subcommand, root))
     check_sharded_checkpoint(config)
     check_checkpoint_file(config)
-    name_headline_monitor(config)
     if subcommand != "fit":
         place_evaluation(config, subcommand, root)
 
@@ -314,15 +313,6 @@ def check_checkpoint_file(config: Namespace) -> None:
     if problem is not None:
         raise ConfigValueError(f"--ckpt_path {ckpt_path}: {problem}")
 
-
-def name_headline_monitor(config: Namespace) -> None:
-    """``checkpoint.monitor: val/jsd`` names the headline JSD whatever the readouts: with several readouts the
-    model logs the first readout's as ``val/<readout>/jsd``."""
-    if config.checkpoint.get("monitor") != "val/jsd":
-        return
-    readouts = (config.model.get("init_args") or Namespace()).get("readouts") or []
-    if len(readouts) > 1:
-        config.checkpoint.monitor = f"val/{readouts[0]}/jsd"
 
 
 def _is_checkpoint(path: Path) -> bool:

@@ -94,14 +94,15 @@ def test_real_data_configs_keep_the_best_validation_jsd_beside_last(config, caps
         "monitor": "val/jsd", "mode": "min", "save_top_k": 1, "save_last": True}
 
 
-def test_val_jsd_names_the_first_readouts_jsd_when_there_are_several(tiny_model_dir, tmp_path):
-    """Several readouts log ``val/<readout>/jsd``; ``checkpoint.monitor: val/jsd`` watches the first one's."""
+def test_val_jsd_is_the_label_probs_jsd_when_there_are_several_readouts(tiny_model_dir, tmp_path):
+    """With the sampling readout beside it, ``val/jsd`` is still the label-probability readout's JSD (the sampling
+    readout's is ``val/sampling/jsd``), so ``checkpoint.monitor: val/jsd`` keeps working."""
     cli_main(small_quickstart_run(tiny_model_dir, tmp_path, 2, "--trainer.val_check_interval", "1",
                                   "--trainer.limit_val_batches", "1", "--checkpoint.monitor", "val/jsd",
                                   "--checkpoint.mode", "min", "--model.init_args.readouts", "[label_probs, sampling]",
                                   "--model.init_args.sampling.num_samples", "2"))
     best, monitor = best_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
-    assert monitor == "val/label_probs/jsd" and best is not None and best.is_file()
+    assert monitor == "val/jsd" and best is not None and best.is_file()
 
 
 # -- atomic writes on a real, small filesystem ------------------------------------------------------------------------
