@@ -22,13 +22,14 @@ from typing import Optional
 from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from shala_pl.callbacks import GracefulInterrupt, JsonlPredictionWriter, ReproducibleRNG, StepProgressBar
 from shala_pl.data.datamodule import VoteDataModule
 from shala_pl.data.sampling import requires_lockstep
 from shala_pl.errors import ConfigValueError
 from shala_pl.help import subcommand_description
+from shala_pl.precision import cpu_precision
 from shala_pl.modules.base import VoteModule
 from shala_pl import checks
 
@@ -65,6 +66,10 @@ class ShalaCLI(LightningCLI):
         callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             kwargs["callbacks"] = [*callbacks, StepProgressBar()]
+        choice = cpu_precision(trainer.get("precision"), trainer.get("accelerator"))  # bf16 only where native
+        if choice is not None:
+            kwargs["precision"] = choice.precision
+            rank_zero_info(choice.note)
         return super().instantiate_trainer(**kwargs)
 
     def parse_arguments(self, parser, args) -> None:
