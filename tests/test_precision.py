@@ -3,8 +3,6 @@
 import logging
 from pathlib import Path
 
-import pytest
-
 from shala_pl import precision
 from shala_pl.cli import cli_main
 from shala_pl.precision import cpu_precision, native_bf16_flags
@@ -59,10 +57,3 @@ def test_the_cli_falls_back_to_fp32_on_a_cpu_without_bf16(tiny_model_dir, tmp_pa
         cli = bf16_cli(tiny_model_dir)
     assert cli.trainer.precision == "32-true"
     assert "precision: 32-true (trainer.precision asks for bf16-mixed" in caplog.text
-
-
-@pytest.mark.parametrize("config", sorted((REPO / "configs" / "smollm2").glob("*.yaml")), ids=lambda p: p.name)
-def test_smollm2_configs_ask_for_bf16(config):
-    text = config.read_text()
-    if "precision:" in text:
-        assert "precision: bf16-mixed" in text

@@ -441,6 +441,9 @@ def time_readout(settings: dict, model_dir: Path) -> dict:
 
     torch.set_num_threads(settings["threads"])
     data = VoteDataModule(**datamodule_kwargs(settings, model_dir))
+    if settings["readout"] > len(data.examples("val")):  # a larger validation split, drawn the same seeded way
+        fraction = min(0.5, (settings["readout"] + 0.5) / len(data.examples("all")))
+        data = VoteDataModule(**datamodule_kwargs(settings, model_dir), val_fraction=fraction)
     data.setup("validate")
     rows = [data._dataset("val")[i] for i in range(min(settings["readout"], len(data._dataset("val"))))]
     batches = [data.collate(rows[i : i + 16]) for i in range(0, len(rows), 16)]
