@@ -673,9 +673,10 @@ def run_shala(settings: dict, clock: StepClock, profiler, mode: str, lora: bool)
     )
     trainer.fit(module, datamodule=data)
     length = statistics.mean(lengths) if lengths else 1.0  # label mode: one label per answer
+    training_peak = peak_rss_mb()  # before the bound measurements, whose buffers are not the trainer's
     rows = shala_phases(module.policy, phases.median(settings["warmup"]), phases.shapes, mode, lora,
                         compute_dtype(settings))
-    return {"mean_completion_length": length, "phases": rows}
+    return {"mean_completion_length": length, "phases": rows, "peak_rss_mb": training_peak}
 
 
 def shala_phases(model, seconds: dict, shapes: dict, mode: str, lora: bool, dtype) -> list[dict]:
