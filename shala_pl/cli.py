@@ -31,6 +31,7 @@ from shala_pl.data.sampling import requires_lockstep
 from shala_pl.errors import ConfigValueError, NonFinitePredictionsError
 from shala_pl.metrics.collection import NONFINITE
 from shala_pl.help import subcommand_description
+from shala_pl.precision import cpu_precision
 from shala_pl.modules.base import VoteModule
 from shala_pl import checks
 
@@ -68,6 +69,10 @@ class ShalaCLI(LightningCLI):
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(StepProgressBar())
         kwargs["callbacks"] = [*callbacks, MidEpochStop()]
+        choice = cpu_precision(trainer.get("precision"), trainer.get("accelerator"))  # bf16 only where native
+        if choice is not None:
+            kwargs["precision"] = choice.precision
+            rank_zero_info(choice.note)
         built = super().instantiate_trainer(**kwargs)
         if type(built.strategy.checkpoint_io) is TorchCheckpointIO:  # not a strategy's or the config's own writer
             built.strategy.checkpoint_io = AtomicCheckpointIO()
