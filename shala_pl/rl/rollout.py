@@ -61,9 +61,6 @@ class Rollout:
     old_logp: Optional[Tensor] = None  # [N, T] (or [N, 1] in label mode); only when num_iterations > 1
     ref_logp: Optional[Tensor] = None  # [N, T] (or [N, 1]); only when beta > 0
     texts: list[str] = field(default_factory=list)  # N decoded answers, generate mode
-    # [B, K] label mode, one iteration, one micro-batch: the policy's label log-probs with their graph, so the
-    # forward that gave policy_probs is also the training forward (used once, by the loss)
-    label_logp: Optional[Tensor] = None
 
     def __post_init__(self) -> None:
         if self.loss_mask is None:
