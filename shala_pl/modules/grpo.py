@@ -89,6 +89,10 @@ class GRPOModule(VoteModule):
         checks.one_of("advantage_scaling", self.advantage_scaling, get_args(AdvantageScaling))
         checks.positive_int("num_iterations", self.num_iterations)
         checks.non_negative_int("sample_table_every_n_steps", self.sample_table_every_n_steps)
+        lora_dropout = self.lora_settings.dropout if self.lora_settings is not None else 0.0
+        checks.require(not (self.disable_dropout and lora_dropout > 0), "lora.dropout",
+                       "0 with disable_dropout: true (which switches off every dropout layer, the adapter's too); "
+                       "set disable_dropout: false to train with LoRA dropout", lora_dropout)
         self._check_objective()
 
     def _check_objective(self) -> None:

@@ -110,7 +110,7 @@ def test_truncated_answers_get_no_loss_and_count_as_invalid(tiny_model_dir):
 @pytest.mark.parametrize("mode", ["label", "generate"])
 def test_without_dropout_old_log_probs_equal_the_training_forward(tiny_model_dir, mode):
     torch.manual_seed(0)
-    data, module = make(tiny_model_dir, mode=mode, lora_dropout=0.5, num_iterations=2, beta=0.1)
+    data, module = make(tiny_model_dir, mode=mode, num_iterations=2, beta=0.1)
     module.configure_model()
     make_adapter_matter(module)
     data.setup("fit")
