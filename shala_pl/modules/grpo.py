@@ -295,13 +295,17 @@ class GRPOModule(VoteModule):
             "train/lr": self.optimizers().param_groups[0]["lr"],
         }, on_step=True, on_epoch=False, batch_size=size)
         experiment = getattr(self.logger, "experiment", None)
-        if (self.sample_table_every_n_steps and self.global_step % self.sample_table_every_n_steps == 0
+        step = self.trainer.fit_loop.epoch_loop._batches_that_stepped  # the step of this batch's scalars
+        if (self.sample_table_every_n_steps and (step + 1) % self.sample_table_every_n_steps == 0
                 and hasattr(experiment, "add_text")):
             experiment.add_text("rollout/samples", sample_table(self.tokenizer, batch, rollout, rewards,
-                                                                self.verbalizers, self.label_names), self.global_step)
+                                                                self.verbalizers, self.label_names), step)
 
     def _is_log_step(self) -> bool:
-        return self.global_step % max(self.trainer.log_every_n_steps, 1) == 0
+        """Whether Lightning writes this batch's logged metrics, by its own batch counter, which counts every
+        training batch once. (``global_step`` would not do: it stands still on a skipped update, and advances
+        ``num_iterations`` times per batch.)"""
+        return self.trainer._logger_connector.should_update_logs
 
 
 @contextmanager

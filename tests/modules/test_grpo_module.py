@@ -1,5 +1,8 @@
 """The RL module on a tiny real model: what one optimizer step touches, and the reference it uses."""
 
+import dataclasses
+import math
+
 import pytest
 import torch
 from lightning.pytorch import Trainer
@@ -178,3 +181,47 @@ def test_the_sample_table_shows_each_prompts_end_with_its_answers(tiny_model_dir
     assert first.split(" | ")[1].endswith("Reply with one word: red, green, or blue. assistant")
     assert len(rest) == min(4, module.rollout_settings.num_generations) * 2 - 1  # two prompts, their answers
     assert all(line.split(" | ")[1] == "" for line in rest[:3])  # the prompt once per group
+
+
+@pytest.mark.parametrize("case", ["skipped_update", "two_iterations"])
+def test_each_written_row_holds_the_batch_it_is_written_at(tiny_model_dir, tmp_path, case):
+    """Lightning writes a training batch's metrics by its own batch counter; the module computes them for exactly
+    those batches. After a skipped non-finite update (global_step stands still) the next row is not the skipped
+    batch's, and with num_iterations 2 (global_step advances twice per batch) no row is computed for nothing."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    torch.manual_seed(0)
+    skip = case == "skipped_update"
+    data, module = make(tiny_model_dir, num_iterations=1 if skip else 2)
+    loss_at, computed = {}, []  # the loss of each batch's last update, by Lightning's step; log_training calls
+    original_loss, original_step, original_log = module.micro_batch_loss, module.update.step, module.log_training
+    batch_step = lambda: module.trainer.fit_loop.epoch_loop._batches_that_stepped  # noqa: E731
+
+    def poisoned_loss(*args, **kwargs):  # the first batch's loss is NaN: its update is skipped
+        out = original_loss(*args, **kwargs)
+        return dataclasses.replace(out, loss=out.loss * float("nan")) if skip and batch_step() == 0 else out
+
+    def recorded_step(*args, **kwargs):
+        loss_out, grad_norm = original_step(*args, **kwargs)
+        loss_at[batch_step()] = float(loss_out.loss)
+        return loss_out, grad_norm
+
+    def counted_log(*args, **kwargs):
+        computed.append(batch_step())
+        return original_log(*args, **kwargs)
+
+    module.micro_batch_loss, module.update.step, module.log_training = poisoned_loss, recorded_step, counted_log
+    logger = TensorBoardLogger(str(tmp_path), name="run")
+    # 4 batches either way: 3 updates after the skip, or 2 optimizer steps per batch
+    fit(data, module, steps=3 if skip else 8, logger=logger, log_every_n_steps=2 if skip else 4)
+    events = EventAccumulator(logger.log_dir).Reload()
+    written = {e.step: e.value for e in events.Scalars("train/loss")}
+    assert sorted(loss_at) == [0, 1, 2, 3]
+    assert sorted(written) == ([1, 3] if skip else [3]) == computed
+    for step, value in written.items():
+        assert value == pytest.approx(loss_at[step], rel=1e-6), step
+    if skip:
+        assert math.isnan(loss_at[0]) and module.nonfinite_skipped == 1
+        skipped = {e.step: e.value for e in events.Scalars("train/nonfinite_skipped")}
+        assert skipped == {1: 1.0, 3: 1.0}
