@@ -40,21 +40,46 @@ Objective = Literal["sampled", "exact"]
 
 
 class GRPOModule(VoteModule):
+    """Group-rollout RL against the human vote distribution (SHALA, and the GRPO baselines by configuration).
+
+    Args:
+        rollout: How the G answers per prompt are drawn: free text or labels (None: ``RolloutSettings()``).
+        rewards: Reward name -> weight; a built-in name or an import path ``package.module.function``
+            (``shala_pl/rl/rewards.py``). None: ``{log_score: 1.0}``.
+        invalid_reward: The reward of an unparseable answer; None: the batch's lowest of each reward.
+        advantage_scaling: What the group-centred rewards are divided by: ``none`` (Dr. GRPO, the default),
+            ``group`` (each group's std, GRPO) or ``batch`` (the global batch's std). With the ``log_score``
+            reward ``group`` is biased: each group's own std depends on which labels it drew, so dividing by it
+            moves the expected gradient's fixed point off p; with ``none`` it is p.
+        weighting: Ambiguity weighting of each prompt's loss (None: ``AmbiguityWeighting()``).
+        loss: Clipping, KL-to-reference coefficient and token aggregation (None: ``LossSettings()``).
+        num_iterations: Optimizer steps per rollout batch (mu); above 1 the PPO ratio and clipping act.
+        micro_batches: Backward passes per optimizer step: the rollout batch split by prompts, to fit memory.
+        gradient_clip_val: Clip the global gradient norm to this (None: measure it only).
+        max_consecutive_nonfinite: Stop after this many updates in a row skipped for a non-finite loss or
+            gradient (fp16 overflows never stop training).
+        sample_table_every_n_steps: Log a table of prompts, answers and rewards (TensorBoard text) every this many
+            training batches, at log steps; 0: never.
+        disable_dropout: Dropout off in the policy, so the ratio is exactly 1 at the first iteration (the rollout
+            and the loss then see one distribution); LoRA dropout needs it false.
+        objective: ``sampled``: G labels per prompt, group-relative advantages (GRPO); ``exact``: label mode's
+            expectation over all K labels in closed form (``shala_exact``; the log-score reward alone).
+    """
+
     def __init__(
         self,
-        rollout: Optional[RolloutSettings] = None,  # None: RolloutSettings()
-        # reward -> weight: a built-in name or an import path (shala_pl/rl/rewards.py); None: {"log_score": 1.0}
+        rollout: Optional[RolloutSettings] = None,
         rewards: Optional[dict[str, float]] = None,
-        invalid_reward: Optional[float] = None,  # reward of an unparseable answer; None: the batch's lowest
+        invalid_reward: Optional[float] = None,
         advantage_scaling: AdvantageScaling = "none",
-        weighting: Optional[AmbiguityWeighting] = None,  # None: AmbiguityWeighting()
-        loss: Optional[LossSettings] = None,  # None: LossSettings()
-        num_iterations: int = 1,  # mu: optimizer steps per rollout batch
-        micro_batches: int = 1,  # backward passes per optimizer step (the rollout batch split by prompts)
+        weighting: Optional[AmbiguityWeighting] = None,
+        loss: Optional[LossSettings] = None,
+        num_iterations: int = 1,
+        micro_batches: int = 1,
         gradient_clip_val: Optional[float] = 1.0,
         max_consecutive_nonfinite: int = 3,
         sample_table_every_n_steps: int = 100,
-        disable_dropout: bool = True,  # dropout off in the policy, so the ratio is exactly 1 at the first iteration
+        disable_dropout: bool = True,
         objective: Objective = "sampled",
         **kwargs,
     ):

@@ -18,10 +18,22 @@ Aggregation = Literal["grpo", "dr_grpo", "dapo", "bnpo"]
 
 @dataclass
 class LossSettings:
+    """The clipped policy-gradient loss.
+
+    Args:
+        clip_eps_low: The ratio is clipped below at 1 - clip_eps_low (negative advantages).
+        clip_eps_high: The ratio is clipped above at 1 + clip_eps_high (DAPO's clip-higher: lets unlikely labels
+            gain probability faster).
+        beta: KL-to-reference coefficient; 0 skips the reference forward pass entirely.
+        aggregation: How per-token losses become one: ``grpo`` (mean per answer, then over answers),
+            ``dr_grpo`` (sum / (answers x max length)), ``dapo`` (sum / the whole optimizer batch's tokens on all
+            ranks) or ``bnpo`` (sum / each micro-batch's tokens); see ``aggregate``.
+    """
+
     clip_eps_low: float = 0.2
-    clip_eps_high: float = 0.28  # DAPO's clip-higher: lets unlikely labels gain probability faster
-    beta: float = 0.0  # KL-to-reference coefficient; 0 skips the reference forward pass entirely
-    aggregation: Aggregation = "dr_grpo"  # grpo, dr_grpo, dapo (global token mean) or bnpo; see ``aggregate``
+    clip_eps_high: float = 0.28
+    beta: float = 0.0
+    aggregation: Aggregation = "dr_grpo"
 
     def __post_init__(self) -> None:
         checks.fraction_below_one("loss.clip_eps_low", self.clip_eps_low)

@@ -23,10 +23,19 @@ from shala_pl.rl.ranks import all_gathered, global_sum
 
 @dataclass
 class AmbiguityWeighting:
-    strength: float = 1.0  # lambda; 0 disables the entropy term
-    warmup_steps: int = 0  # optimizer steps over which lambda rises from 0
-    dynamic_strength: float = 0.0  # gamma; 0 disables the policy-gap term
-    ema_decay: float = 0.8  # of the per-prompt policy-gap EMA
+    """w(x) = 1 + lambda_t H(p)/log K + gamma EMA_JSD(x), renormalised to mean 1 over the global batch.
+
+    Args:
+        strength: lambda, the weight of the normalised vote entropy; 0 disables the entropy term.
+        warmup_steps: Optimizer steps over which lambda rises linearly from 0.
+        dynamic_strength: gamma, the weight of the per-prompt policy gap (EMA of JS distance to p); 0 disables it.
+        ema_decay: Decay of the per-prompt policy-gap EMA.
+    """
+
+    strength: float = 1.0
+    warmup_steps: int = 0
+    dynamic_strength: float = 0.0
+    ema_decay: float = 0.8
 
     def __post_init__(self) -> None:
         checks.non_negative("weighting.strength", self.strength)
