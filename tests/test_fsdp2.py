@@ -248,7 +248,7 @@ def _lora_worker(rank: int, world: int, port: int, model_dir: str, out_dir: str)
 
     from shala_pl.models.loading import LoraSettings, load_causal_lm
     from shala_pl.models.scoring import label_log_probs, shared_prompt_completion_log_probs
-    from shala_pl.modules.base import fully_shard_decoder
+    from shala_pl.models.sharding import fully_shard_decoder
     from shala_pl.rl.rollout import sample_completions
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

@@ -1,4 +1,4 @@
-"""Group-relative advantages."""
+"""Advantages: group-relative for sampled answers (GRPO), or every label's in closed form (the exact objective)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from typing import Literal
 
 import torch
 from torch import Tensor
+
+from shala_pl.rl.rewards import log_score_reward
 
 AdvantageScaling = Literal["group", "batch", "none"]
 
@@ -31,3 +33,15 @@ def group_advantages(
         raise ValueError(f"unknown advantage scaling {scaling!r}; expected group, batch or none")
     # A group whose rewards are all equal (or a group of one) carries no signal: advantage 0, never NaN.
     return torch.where(std > 0, centred / (std + eps), torch.zeros_like(centred))
+
+
+def exact_label_advantages(human: Tensor, policy_probs: Tensor, eps: float = 1e-3) -> Tensor:
+    """Every label's log-score advantage under the policy, [B, K]: r_k - sum_j pi_j r_j.
+
+    The closed form of what G sampled labels with group-mean baselines estimate: sum_k pi_k A_k grad log pi_k
+    = sum_k r_k grad pi_k is the exact policy gradient of E_{k~pi}[r_k] = -KL(pi || p) (up to eps).
+    """
+    num_labels = human.shape[1]
+    every_label = torch.arange(num_labels, device=human.device).expand(human.shape[0], num_labels)  # [B, K]
+    reward = log_score_reward(every_label, human, policy_probs, eps)  # [B, K]
+    return reward - (policy_probs * reward).sum(-1, keepdim=True)

@@ -6,7 +6,7 @@ Shapes: N completions (prompts x group size), T completion tokens. ``mask`` mark
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Callable, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -18,10 +18,22 @@ Aggregation = Literal["grpo", "dr_grpo", "dapo", "bnpo"]
 
 @dataclass
 class LossSettings:
+    """The clipped policy-gradient loss.
+
+    Args:
+        clip_eps_low: The ratio is clipped below at 1 - clip_eps_low (negative advantages).
+        clip_eps_high: The ratio is clipped above at 1 + clip_eps_high (DAPO's clip-higher: lets unlikely labels
+            gain probability faster).
+        beta: KL-to-reference coefficient; 0 skips the reference forward pass entirely.
+        aggregation: How per-token losses become one: ``grpo`` (mean per answer, then over answers),
+            ``dr_grpo`` (sum / (answers x max length)), ``dapo`` (sum / the whole optimizer batch's tokens on all
+            ranks) or ``bnpo`` (sum / each micro-batch's tokens); see ``aggregate``.
+    """
+
     clip_eps_low: float = 0.2
-    clip_eps_high: float = 0.28  # DAPO's clip-higher: lets unlikely labels gain probability faster
-    beta: float = 0.0  # KL-to-reference coefficient; 0 skips the reference forward pass entirely
-    aggregation: Aggregation = "dr_grpo"  # grpo, dr_grpo, dapo (global token mean) or bnpo; see ``aggregate``
+    clip_eps_high: float = 0.28
+    beta: float = 0.0
+    aggregation: Aggregation = "dr_grpo"
 
     def __post_init__(self) -> None:
         checks.fraction_below_one("loss.clip_eps_low", self.clip_eps_low)
@@ -79,12 +91,23 @@ def aggregate(per_token: Tensor, mask: Tensor, mode: Aggregation, max_length: in
 
 @dataclass
 class LossOutput:
-    loss: Tensor  # scalar, to minimise
-    policy_loss: Tensor  # scalar
+    loss: Tensor  # scalar, to minimise: the policy loss + beta * kl
     kl: Tensor  # scalar (0 when beta == 0)
     clip_ratio: Tensor  # fraction of completion tokens with active clipping
     clip_ratio_low: Tensor  # ... clipped at 1 - clip_eps_low (negative advantage)
     clip_ratio_high: Tensor  # ... clipped at 1 + clip_eps_high (positive advantage)
+
+
+def _with_kl_penalty(policy_loss: Tensor, ref_logp: Tensor | None, settings: LossSettings,
+                     kl_to: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
+    """The loss to minimise and the KL term: ``policy_loss + beta * kl_to(ref_logp)``; with beta 0 the policy loss
+    alone and a zero KL (no reference log-probs needed)."""
+    if settings.beta == 0:
+        return policy_loss, policy_loss.new_zeros(())
+    if ref_logp is None:
+        raise ValueError("beta > 0 needs reference log-probabilities")
+    kl = kl_to(ref_logp)
+    return policy_loss + settings.beta * kl, kl
 
 
 def grpo_loss(
@@ -101,19 +124,13 @@ def grpo_loss(
     per_token, is_clipped = clipped_surrogate(logp, old_logp, advantages, settings.clip_eps_low, settings.clip_eps_high)
     per_token = per_token * sample_weights.unsqueeze(-1)
     policy_loss = aggregate(per_token, mask, settings.aggregation, max_length, num_tokens)
-    if settings.beta > 0:
-        if ref_logp is None:
-            raise ValueError("beta > 0 needs reference log-probabilities")
-        kl_per_token = k3_kl(logp, ref_logp)
-        kl = aggregate(kl_per_token, mask, settings.aggregation, max_length, num_tokens)
-        loss = policy_loss + settings.beta * kl
-    else:
-        kl = policy_loss.new_zeros(())
-        loss = policy_loss
+    loss, kl = _with_kl_penalty(policy_loss, ref_logp, settings,
+                                lambda ref: aggregate(k3_kl(logp, ref), mask, settings.aggregation, max_length,
+                                                      num_tokens))
     mask_f = mask.to(per_token.dtype)
     token_share = lambda flags: ((flags.to(per_token.dtype) * mask_f).sum() / mask_f.sum().clamp(min=1.0)).detach()  # noqa: E731
     negative = (advantages < 0).unsqueeze(-1)  # [N, 1]: a clipped token with A < 0 sits at the low bound
-    return LossOutput(loss=loss, policy_loss=policy_loss.detach(), kl=kl.detach(), clip_ratio=token_share(is_clipped),
+    return LossOutput(loss=loss, kl=kl.detach(), clip_ratio=token_share(is_clipped),
                       clip_ratio_low=token_share(is_clipped & negative),
                       clip_ratio_high=token_share(is_clipped & ~negative))
 
@@ -141,16 +158,10 @@ def exact_label_loss(
     denominator = num_prompts.to(logp.dtype).clamp(min=1.0) if num_prompts is not None else logp.new_tensor(
         float(logp.shape[0]))
     policy_loss = (per_prompt * sample_weights).sum() / denominator
-    if settings.beta > 0:
-        if ref_logp is None:
-            raise ValueError("beta > 0 needs reference log-probabilities")
-        kl = (logp.exp() * (logp - ref_logp)).sum(-1).sum() / denominator  # exact KL(pi || ref) over the K labels
-        loss = policy_loss + settings.beta * kl
-    else:
-        kl = policy_loss.new_zeros(())
-        loss = policy_loss
+    loss, kl = _with_kl_penalty(policy_loss, ref_logp, settings,  # exact KL(pi || ref) over the K labels
+                                lambda ref: (logp.exp() * (logp - ref)).sum(-1).sum() / denominator)
     clipped = is_clipped.view(-1, num_labels).to(old_probs.dtype)  # [B, K]
     negative = (advantages < 0).to(old_probs.dtype)
     share = lambda flags: ((old_probs * flags).sum() / old_probs.sum().clamp(min=1e-12)).detach()  # noqa: E731
-    return LossOutput(loss=loss, policy_loss=policy_loss.detach(), kl=kl.detach(), clip_ratio=share(clipped),
+    return LossOutput(loss=loss, kl=kl.detach(), clip_ratio=share(clipped),
                       clip_ratio_low=share(clipped * negative), clip_ratio_high=share(clipped * (1 - negative)))

@@ -1,6 +1,7 @@
 """One object per rollout mode: how a batch's G answers per prompt are drawn, scored and turned into a loss.
 
-:func:`rollout_mode` picks one from the config, once, and ``GRPOModule.training_step`` only talks to it:
+:func:`rollout_mode` picks one from the config, once, and ``GRPOModule`` only talks to it through
+:class:`RolloutMode`:
 
 - :class:`GenerateRollouts` (``rollout.mode: generate``): free-text answers, sampled with the KV cache and parsed
   into labels; the loss is per answer token.
@@ -9,30 +10,67 @@
 - :class:`ExactLabelRollouts` (label mode with ``objective: exact``, the ``shala_exact`` method): the expected loss
   over all K labels in closed form; the drawn labels are only logged.
 
-Each answers the same questions: ``sample`` a rollout, the ``log_probs`` of its answers under a model,
-``reward_policy_probs`` (pi as the rewards see it), ``advantages``, the micro-batch ``loss`` and the number of
-``answer_tokens`` (the ``dapo`` normaliser).
+The label modes also expose the policy's whole label distribution (:class:`LabelDistributionMode`), so the
+training forward can be the rollout's own (``GRPOModule.shares_label_forward``).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Protocol
 
 import torch
 from torch import Tensor
 
 from shala_pl.data.batch import VoteBatch
 from shala_pl.models.scoring import label_log_probs, shared_prompt_completion_log_probs
-from shala_pl.rl.advantages import AdvantageScaling, group_advantages
 from shala_pl.rl.answer_parsing import AnswerParser
 from shala_pl.rl.losses import LossOutput, LossSettings, exact_label_loss, grpo_loss
-from shala_pl.rl.rewards import answer_histogram, exact_label_advantages, leave_one_out_histogram
+from shala_pl.rl.rewards import answer_histogram, leave_one_out_histogram
 from shala_pl.rl.rollout import Rollout, RolloutSettings, end_token_ids, sample_answers, truncated_answers
 
 
+class RolloutMode(Protocol):
+    """What every rollout mode answers. ``prompts`` slices the batch's prompts (a micro-batch)."""
+
+    settings: RolloutSettings
+    # capability: one forward gives every label's log-prob (LabelDistributionMode's methods)
+    exposes_label_distribution: bool
+
+    def sample(self, policy, batch: VoteBatch, synced_gpus: bool = False) -> Rollout:
+        """G answers per prompt of ``batch``, drawn from ``policy``."""
+
+    def log_probs(self, model, rollout: Rollout, prompts: slice = slice(None)) -> Tensor:
+        """The log-probs of the answers of ``prompts`` under ``model``, in the shape the loss takes."""
+
+    def reward_policy_probs(self, rollout: Rollout) -> Tensor:
+        """pi as the rewards see it: [B, K], or one estimate per answer [B, G, K]."""
+
+    def loss_units(self, rollout: Rollout) -> Tensor:
+        """How many units the loss averages over in this process's batch (the ``dapo`` normaliser, summed over
+        ranks): answer tokens (generate), answers (label: one token each) or prompts (exact)."""
+
+    def loss(self, rollout: Rollout, logp: Tensor, advantages: Tensor, weights: Tensor, prompts: slice,
+             settings: LossSettings, global_units: Optional[Tensor] = None) -> LossOutput:
+        """The loss of the answers of ``prompts``, whose log-probs under the policy are ``logp``; ``global_units``:
+        ``loss_units`` of the whole optimizer batch on all ranks (``dapo``; None: these prompts' own)."""
+
+
+class LabelDistributionMode(RolloutMode, Protocol):
+    def label_log_probs(self, model, prompt_ids: Tensor, prompt_mask: Tensor) -> Tensor:
+        """[B, K] every label's log-prob, one forward (with its graph when gradients are on)."""
+
+    def sample_from(self, batch: VoteBatch, probs: Tensor) -> Rollout:
+        """G labels per prompt drawn from ``probs`` [B, K], the policy's label distribution."""
+
+    def answer_log_probs(self, rollout: Rollout, label_logp: Tensor, prompts: slice = slice(None)) -> Tensor:
+        """``log_probs`` from every label's log-probs [b, K] of ``prompts`` (a forward already run)."""
+
+
 class _GroupRollouts:
-    """What the modes share: G answers per prompt, per-answer rows grouped by prompt; group-relative advantages and
-    the clipped GRPO loss over each answer's tokens (the exact objective replaces both)."""
+    """What the modes share: G answers per prompt, per-answer rows grouped by prompt; the clipped GRPO loss over
+    each answer's tokens (the exact objective replaces it)."""
+
+    exposes_label_distribution = False
 
     def __init__(self, settings: RolloutSettings):
         self.settings = settings
@@ -44,21 +82,22 @@ class _GroupRollouts:
             return prompts
         return slice(prompts.start * self.group, prompts.stop * self.group)
 
-    def advantages(self, rewards: Tensor, human: Tensor, rollout: Rollout, scaling: AdvantageScaling,
-                   batch_std: Optional[Tensor]) -> Tensor:
-        return group_advantages(rewards, scaling, batch_std)  # [B, G]
-
-    def loss(self, rollout: Rollout, logp: Tensor, advantages: Tensor, weights: Tensor, prompts: slice,
-             settings: LossSettings, num_tokens: Optional[Tensor] = None) -> LossOutput:
-        """The loss of the answers of ``prompts``, whose log-probs under the policy are ``logp`` [n, T]."""
-        rows = self.rows(prompts)
+    def old_and_reference(self, rollout: Rollout, rows: slice, logp: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+        """The rollout-time log-probs of ``rows`` (``logp`` itself, detached, at the first of one iteration) and
+        the reference's (None when beta is 0)."""
         old_logp = rollout.old_logp[rows] if rollout.old_logp is not None else logp.detach()
         ref_logp = rollout.ref_logp[rows] if rollout.ref_logp is not None else None
+        return old_logp, ref_logp
+
+    def loss(self, rollout: Rollout, logp: Tensor, advantages: Tensor, weights: Tensor, prompts: slice,
+             settings: LossSettings, global_units: Optional[Tensor] = None) -> LossOutput:
+        rows = self.rows(prompts)
+        old_logp, ref_logp = self.old_and_reference(rollout, rows, logp)
         mask, max_length = self.loss_mask(rollout, rows, logp)
         return grpo_loss(logp, old_logp, ref_logp,
                          advantages[prompts].reshape(-1),  # [n]
                          weights[prompts].repeat_interleave(self.group),  # [n]
-                         mask, settings, max_length, num_tokens)
+                         mask, settings, max_length, global_units)
 
     def loss_mask(self, rollout: Rollout, rows: slice, logp: Tensor) -> tuple[Tensor, int]:
         raise NotImplementedError
@@ -108,12 +147,14 @@ class GenerateRollouts(_GroupRollouts):
     def loss_mask(self, rollout: Rollout, rows: slice, logp: Tensor) -> tuple[Tensor, int]:
         return rollout.loss_mask[rows], self.settings.max_new_tokens
 
-    def answer_tokens(self, rollout: Rollout) -> Tensor:
+    def loss_units(self, rollout: Rollout) -> Tensor:
         return rollout.loss_mask.sum().float()
 
 
 class LabelRollouts(_GroupRollouts):
     """Labels sampled from the policy's exact distribution over the label words, one forward per prompt."""
+
+    exposes_label_distribution = True
 
     def __init__(self, settings: RolloutSettings, verbalizer_ids: list[list[int]]):
         super().__init__(settings)
@@ -125,30 +166,19 @@ class LabelRollouts(_GroupRollouts):
     def sample(self, policy, batch: VoteBatch, synced_gpus: bool = False) -> Rollout:
         with torch.no_grad():
             probs = self.label_log_probs(policy, batch.prompt_ids, batch.prompt_mask).exp()  # [B, K]
-        return self._draw(batch, probs)
+        return self.sample_from(batch, probs)
 
-    def sample_from_training_forward(self, batch: VoteBatch, train_logp: Tensor) -> Rollout:
-        """Labels drawn from the training step's own forward ``train_logp`` [B, K] (with its graph), run first and
-        shared (``GRPOModule.shares_label_forward``); the loss then uses it instead of a second forward."""
-        rollout = self._draw(batch, train_logp.detach().exp())
-        rollout.label_logp = train_logp
-        return rollout
-
-    def _draw(self, batch: VoteBatch, probs: Tensor) -> Rollout:
+    def sample_from(self, batch: VoteBatch, probs: Tensor) -> Rollout:
         choices = torch.multinomial(probs, self.group, replacement=True)  # [B, G]
         return Rollout(choices=choices, policy_probs=probs, prompt_ids=batch.prompt_ids, prompt_mask=batch.prompt_mask)
 
-    def all_label_log_probs(self, model, rollout: Rollout, prompts: slice) -> Tensor:
-        """[b, K] every label's log-prob for ``prompts``: the rollout's shared forward when there is one (in a
-        training forward), a new forward otherwise."""
-        if rollout.label_logp is not None and torch.is_grad_enabled():
-            logp, rollout.label_logp = rollout.label_logp[prompts], None
-            return logp
-        return self.label_log_probs(model, rollout.prompt_ids[prompts], rollout.prompt_mask[prompts])
-
     def log_probs(self, model, rollout: Rollout, prompts: slice = slice(None)) -> Tensor:
+        label_logp = self.label_log_probs(model, rollout.prompt_ids[prompts], rollout.prompt_mask[prompts])
+        return self.answer_log_probs(rollout, label_logp, prompts)
+
+    def answer_log_probs(self, rollout: Rollout, label_logp: Tensor, prompts: slice = slice(None)) -> Tensor:
         """[n, 1] each answer's label log-prob."""
-        return self.all_label_log_probs(model, rollout, prompts).gather(1, rollout.choices[prompts]).reshape(-1, 1)
+        return label_logp.gather(1, rollout.choices[prompts]).reshape(-1, 1)
 
     def reward_policy_probs(self, rollout: Rollout) -> Tensor:
         return rollout.policy_probs  # [B, K] exact
@@ -156,46 +186,35 @@ class LabelRollouts(_GroupRollouts):
     def loss_mask(self, rollout: Rollout, rows: slice, logp: Tensor) -> tuple[Tensor, int]:
         return torch.ones_like(logp, dtype=torch.long), 1
 
-    def answer_tokens(self, rollout: Rollout) -> Tensor:
+    def loss_units(self, rollout: Rollout) -> Tensor:
         return torch.tensor(float(rollout.choices.numel()), device=rollout.choices.device)
 
 
 class ExactLabelRollouts(LabelRollouts):
-    """Label mode's objective in closed form: every label's advantage and probability, no sampling noise (the
-    log-score reward alone; the sampled estimator's expected gradient is (G-1)/G times this one's)."""
-
-    def __init__(self, settings: RolloutSettings, verbalizer_ids: list[list[int]], reward_weight: float):
-        super().__init__(settings, verbalizer_ids)
-        self.reward_weight = reward_weight
+    """Label mode's objective in closed form: every label's probability in the loss, no sampling noise (the
+    advantages are every label's too: ``exact_label_advantages``)."""
 
     def rows(self, prompts: slice) -> slice:
         return prompts  # one row per prompt: [B, K]
 
-    def log_probs(self, model, rollout: Rollout, prompts: slice = slice(None)) -> Tensor:
-        return self.all_label_log_probs(model, rollout, prompts)  # [b, K]
+    def answer_log_probs(self, rollout: Rollout, label_logp: Tensor, prompts: slice = slice(None)) -> Tensor:
+        return label_logp  # [b, K]
 
-    def advantages(self, rewards: Tensor, human: Tensor, rollout: Rollout, scaling: AdvantageScaling,
-                   batch_std: Optional[Tensor]) -> Tensor:
-        return self.reward_weight * exact_label_advantages(human, rollout.policy_probs)  # [B, K]
+    def loss_units(self, rollout: Rollout) -> Tensor:
+        return torch.tensor(float(rollout.choices.shape[0]), device=rollout.choices.device)
 
     def loss(self, rollout: Rollout, logp: Tensor, advantages: Tensor, weights: Tensor, prompts: slice,
-             settings: LossSettings, num_tokens: Optional[Tensor] = None) -> LossOutput:
-        old_logp = rollout.old_logp[prompts] if rollout.old_logp is not None else logp.detach()
-        ref_logp = rollout.ref_logp[prompts] if rollout.ref_logp is not None else None
-        # dapo: num_tokens counts G answers per prompt of the whole batch; the exact loss averages over its prompts
-        num_prompts = num_tokens / self.group if num_tokens is not None else None
+             settings: LossSettings, global_units: Optional[Tensor] = None) -> LossOutput:
+        old_logp, ref_logp = self.old_and_reference(rollout, prompts, logp)
         return exact_label_loss(logp, old_logp, ref_logp, advantages[prompts], weights[prompts], settings,
-                                num_prompts)
-
-
-Rollouts = GenerateRollouts | LabelRollouts
+                                global_units)
 
 
 def rollout_mode(settings: RolloutSettings, objective: str, tokenizer, parser: AnswerParser,
-                 verbalizer_ids: list[list[int]], reward_weights: dict[str, float]) -> Rollouts:
+                 verbalizer_ids: list[list[int]]) -> RolloutMode:
     """The rollout mode for ``rollout.mode`` and ``objective`` (checked by the module before this is called)."""
     if settings.mode == "generate":
         return GenerateRollouts(settings, tokenizer, parser, num_labels=len(verbalizer_ids))
     if objective == "exact":
-        return ExactLabelRollouts(settings, verbalizer_ids, reward_weights["log_score"])
+        return ExactLabelRollouts(settings, verbalizer_ids)
     return LabelRollouts(settings, verbalizer_ids)

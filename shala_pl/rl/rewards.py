@@ -26,8 +26,8 @@ Which reward optimises what:
   -KL(pi || p) (up to the eps smoothing), so the optimum is pi(.|x) = p: the policy keeps the minority labels
   at their human rates instead of collapsing to the mode. ``pi`` is the policy's exact label distribution in
   ``label`` mode and, in ``generate`` mode, each answer's leave-one-out histogram of the rest of its group
-  (``leave_one_out_histogram``). ``exact_label_advantages`` is its closed-form expectation over every label
-  (``shala_exact``).
+  (``leave_one_out_histogram``). ``shala_pl.rl.advantages.exact_label_advantages`` is its closed-form
+  expectation over every label (``shala_exact``).
 - ``group_jsd``: each answer's leave-one-out improvement of JSD(histogram of the G answers, p). A set-level
   reward that also pushes the group histogram toward p; unbiased only as G grows.
 - ``vote_share`` (r = p_k) and ``majority`` (r = 1[k = majority]): baselines. Their expected values are
@@ -87,18 +87,6 @@ def log_score_reward(choices: Tensor, human: Tensor, policy_probs: Tensor, eps: 
     else:
         policy_at_choice = _gather(policy_probs, choices)
     return torch.log(_gather(human, choices) + eps) - torch.log(policy_at_choice + eps)
-
-
-def exact_label_advantages(human: Tensor, policy_probs: Tensor, eps: float = 1e-3) -> Tensor:
-    """Every label's log-score advantage under the policy, [B, K]: r_k - sum_j pi_j r_j.
-
-    The closed form of what G sampled labels with group-mean baselines estimate: sum_k pi_k A_k grad log pi_k
-    = sum_k r_k grad pi_k is the exact policy gradient of E_{k~pi}[r_k] = -KL(pi || p) (up to eps).
-    """
-    num_labels = human.shape[1]
-    every_label = torch.arange(num_labels, device=human.device).expand(human.shape[0], num_labels)  # [B, K]
-    reward = log_score_reward(every_label, human, policy_probs, eps)  # [B, K]
-    return reward - (policy_probs * reward).sum(-1, keepdim=True)
 
 
 def vote_share_reward(choices: Tensor, human: Tensor) -> Tensor:

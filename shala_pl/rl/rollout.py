@@ -18,13 +18,27 @@ RolloutMode = Literal["generate", "label"]
 
 @dataclass
 class RolloutSettings:
+    """How the G answers per prompt are drawn.
+
+    Args:
+        mode: ``label``: labels sampled from the policy's exact distribution over the label words (one forward
+            per prompt); ``generate``: free-text answers sampled and parsed into labels.
+        num_generations: G, answers per prompt.
+        max_new_tokens: Generate mode: the longest answer, in tokens.
+        temperature: Generate mode: sampling temperature (> 0); answers are scored at the same temperature.
+        top_p: Generate mode: nucleus sampling's probability mass.
+        min_new_tokens: The end token is blocked until this many tokens exist (= max_new_tokens: fixed-length
+            answers).
+        mask_truncated_completions: Generate mode: answers that reach max_new_tokens without an end token get
+            no loss and count as invalid.
+    """
+
     mode: RolloutMode = "label"
-    num_generations: int = 8  # G answers per prompt
+    num_generations: int = 8
     max_new_tokens: int = 16
-    temperature: float = 1.0  # generate mode only (> 0); label mode samples the policy's exact distribution
+    temperature: float = 1.0
     top_p: float = 1.0
-    min_new_tokens: int = 0  # EOS is blocked until this many tokens exist (= max_new_tokens: fixed-length answers)
-    # generate mode: answers that reach max_new_tokens without an end token get no loss and count as invalid
+    min_new_tokens: int = 0
     mask_truncated_completions: bool = False
 
     def __post_init__(self) -> None:
@@ -61,9 +75,6 @@ class Rollout:
     old_logp: Optional[Tensor] = None  # [N, T] (or [N, 1] in label mode); only when num_iterations > 1
     ref_logp: Optional[Tensor] = None  # [N, T] (or [N, 1]); only when beta > 0
     texts: list[str] = field(default_factory=list)  # N decoded answers, generate mode
-    # [B, K] label mode, one iteration, one micro-batch: the policy's label log-probs with their graph, so the
-    # forward that gave policy_probs is also the training forward (used once, by the loss)
-    label_logp: Optional[Tensor] = None
 
     def __post_init__(self) -> None:
         if self.loss_mask is None:

@@ -16,16 +16,26 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from shala_pl.metrics.distribution import entropy
+from shala_pl.metrics.distribution import entropy, jensen_shannon_distance
 from shala_pl import checks
+from shala_pl.rl.ranks import all_gathered, global_sum
 
 
 @dataclass
 class AmbiguityWeighting:
-    strength: float = 1.0  # lambda; 0 disables the entropy term
-    warmup_steps: int = 0  # optimizer steps over which lambda rises from 0
-    dynamic_strength: float = 0.0  # gamma; 0 disables the policy-gap term
-    ema_decay: float = 0.8  # of the per-prompt policy-gap EMA
+    """w(x) = 1 + lambda_t H(p)/log K + gamma EMA_JSD(x), renormalised to mean 1 over the global batch.
+
+    Args:
+        strength: lambda, the weight of the normalised vote entropy; 0 disables the entropy term.
+        warmup_steps: Optimizer steps over which lambda rises linearly from 0.
+        dynamic_strength: gamma, the weight of the per-prompt policy gap (EMA of JS distance to p); 0 disables it.
+        ema_decay: Decay of the per-prompt policy-gap EMA.
+    """
+
+    strength: float = 1.0
+    warmup_steps: int = 0
+    dynamic_strength: float = 0.0
+    ema_decay: float = 0.8
 
     def __post_init__(self) -> None:
         checks.non_negative("weighting.strength", self.strength)
@@ -41,6 +51,24 @@ class AmbiguityWeighting:
         if self.warmup_steps <= 0:
             return self.strength
         return self.strength * min(1.0, step / self.warmup_steps)
+
+
+def batch_weights(settings: AmbiguityWeighting, human: Tensor, policy_probs: Tensor, indices: Tensor, step: int,
+                  policy_gap: "PolicyGapTracker | None", strategy) -> Tensor:
+    """The ambiguity weight of each prompt [B], mean 1 over the global batch (one all-reduce); all ones when
+    weighting is off. With the dynamic term, ``policy_gap`` first takes this batch's JS distances between the
+    policy's label distribution ``policy_probs`` and p (every rank's: each keeps the same table)."""
+    if not settings.enabled:
+        return torch.ones(human.shape[0], device=human.device)
+    gap = None
+    if policy_gap is not None:
+        # JS distance is at most sqrt(ln 2); scaled to [0, 1] like the entropy term
+        current_gap = jensen_shannon_distance(human, policy_probs).float() / math.sqrt(math.log(2))
+        policy_gap.update(all_gathered(strategy, indices), all_gathered(strategy, current_gap))
+        gap = policy_gap.read(indices)
+    weights = raw_weights(normalized_entropy(human), gap, settings.strength_at(step), settings.dynamic_strength)
+    total = global_sum(strategy, torch.stack([weights.sum(), weights.new_tensor(float(weights.numel()))]))
+    return normalize_to_mean_one(weights, total[0], total[1])
 
 
 def normalized_entropy(human: Tensor) -> Tensor:

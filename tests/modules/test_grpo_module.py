@@ -1,9 +1,11 @@
 """The RL module on a tiny real model: what one optimizer step touches, and the reference it uses."""
 
+import dataclasses
+import math
+
 import pytest
 import torch
 from lightning.pytorch import Trainer
-from lightning.pytorch.plugins.precision import MixedPrecision
 from transformers import AutoModelForCausalLM
 
 from shala_pl.data.datamodule import VoteDataModule
@@ -66,7 +68,7 @@ def test_beta_uses_the_adapter_disabled_base_model_as_reference(tiny_model_dir):
     make_adapter_matter(module)
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
-    rollout = module.make_rollout(batch)
+    rollout, _ = module.make_rollout(batch)
     base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     with torch.no_grad():
         expected_ref = module.rollouts.log_probs(base, rollout)
@@ -87,52 +89,6 @@ def test_full_finetuning_with_beta_keeps_a_frozen_copy_out_of_checkpoints(tiny_m
     assert any(not torch.equal(p, ref[n]) for n, p in module.policy.named_parameters())
 
 
-def test_nonfinite_loss_skips_the_update_and_stops_after_the_limit(tiny_model_dir):
-    from shala_pl.modules.grpo import NonFiniteTrainingError
-
-    # The untrained model's free-text answers are unparseable; a NaN reward for them makes the loss NaN.
-    data, module = make(tiny_model_dir, mode="generate", max_consecutive_nonfinite=2, invalid_reward=float("nan"))
-    module.configure_model()
-    before = {n: p.detach().clone() for n, p in module.policy.named_parameters()}
-    with pytest.raises(NonFiniteTrainingError, match="2 consecutive non-finite"):
-        fit(data, module, steps=5)
-    assert module.nonfinite_skipped == 2
-    assert all(torch.equal(p, before[n]) for n, p in module.policy.named_parameters())
-
-
-def fp16_plugin(init_scale: float, backoff_factor: float = 0.5) -> MixedPrecision:
-    """Lightning's ``16-mixed`` with a real loss scaler; Lightning refuses ``precision="16-mixed"`` on CPU only
-    because it would build a CUDA scaler, and CPU autocast supports float16."""
-    scaler = torch.amp.GradScaler("cpu", init_scale=init_scale, backoff_factor=backoff_factor)
-    return MixedPrecision("16-mixed", "cpu", scaler=scaler)
-
-
-@pytest.mark.parametrize("fused", [True, False])  # a fused AdamW unscales in its step; Lightning leaves it to it
-def test_fp16_clips_and_reports_the_unscaled_gradient_norm(tiny_model_dir, fused):
-    norms = {}
-    for name, plugins in (("fp32", []), ("fp16", [fp16_plugin(init_scale=2.0**10)])):
-        torch.manual_seed(0)
-        data, module = make(tiny_model_dir, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-4, fused=fused))
-        trainer = fit(data, module, plugins=plugins, log_every_n_steps=1)
-        assert module.nonfinite_skipped == 0
-        norms[name] = float(trainer.callback_metrics["train/grad_norm"])
-    # scaled gradients would measure 2^10 times larger (and be clipped to 1 / 2^10 of their size)
-    assert norms["fp16"] == pytest.approx(norms["fp32"], rel=0.05)
-
-
-def test_fp16_overflow_lowers_the_scale_instead_of_stopping(tiny_model_dir):
-    torch.manual_seed(0)
-    data, module = make(tiny_model_dir, max_consecutive_nonfinite=2)
-    module.configure_model()
-    before = {n: p.detach().clone() for n, p in module.policy.named_parameters()}
-    plugin = fp16_plugin(init_scale=2.0**40, backoff_factor=2.0**-10)  # overflows twice, then 2^20: still too big
-    trainer = fit(data, module, steps=5, plugins=[plugin])
-    assert trainer.global_step == 5
-    assert plugin.scaler.get_scale() < 2.0**20
-    assert module.nonfinite_skipped >= 2 and module.consecutive_nonfinite == 0
-    assert any(not torch.equal(p, before[n]) for n, p in module.policy.named_parameters())
-
-
 def test_truncated_answers_get_no_loss_and_count_as_invalid(tiny_model_dir):
     from shala_pl.rl.rollout import end_token_ids
 
@@ -142,7 +98,7 @@ def test_truncated_answers_get_no_loss_and_count_as_invalid(tiny_model_dir):
                                                                           "mask_truncated_completions": True})
     module.configure_model()
     data.setup("fit")
-    rollout = module.make_rollout(next(iter(data.train_dataloader())))
+    rollout, _ = module.make_rollout(next(iter(data.train_dataloader())))
     ends = torch.tensor(end_token_ids(module.policy, module.tokenizer))
     has_end = torch.isin(rollout.completion_ids, ends).any(-1)  # [N]
     assert torch.equal(rollout.truncated.reshape(-1), ~has_end)
@@ -157,12 +113,12 @@ def test_truncated_answers_get_no_loss_and_count_as_invalid(tiny_model_dir):
 @pytest.mark.parametrize("mode", ["label", "generate"])
 def test_without_dropout_old_log_probs_equal_the_training_forward(tiny_model_dir, mode):
     torch.manual_seed(0)
-    data, module = make(tiny_model_dir, mode=mode, lora_dropout=0.5, num_iterations=2, beta=0.1)
+    data, module = make(tiny_model_dir, mode=mode, num_iterations=2, beta=0.1)
     module.configure_model()
     make_adapter_matter(module)
     data.setup("fit")
     module.policy.train()  # as in training_step
-    rollout = module.make_rollout(next(iter(data.train_dataloader())))
+    rollout, _ = module.make_rollout(next(iter(data.train_dataloader())))
     assert module.policy.training  # the no-grad passes ran in eval mode and restored the training mode
     logp = module.rollouts.log_probs(module.policy, rollout)  # the first iteration's training forward
     assert logp.requires_grad
@@ -177,7 +133,7 @@ def test_dropout_kept_on_request_stays_out_of_the_no_grad_passes(tiny_model_dir)
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
     module.policy.train()
-    first, second = module.make_rollout(batch), module.make_rollout(batch)
+    (first, _), (second, _) = module.make_rollout(batch), module.make_rollout(batch)
     # the exact label distribution and the old log-probs are the same twice: no dropout mask drawn
     torch.testing.assert_close(first.policy_probs, second.policy_probs, rtol=0, atol=0)
     with torch.no_grad():
@@ -225,3 +181,47 @@ def test_the_sample_table_shows_each_prompts_end_with_its_answers(tiny_model_dir
     assert first.split(" | ")[1].endswith("Reply with one word: red, green, or blue. assistant")
     assert len(rest) == min(4, module.rollout_settings.num_generations) * 2 - 1  # two prompts, their answers
     assert all(line.split(" | ")[1] == "" for line in rest[:3])  # the prompt once per group
+
+
+@pytest.mark.parametrize("case", ["skipped_update", "two_iterations"])
+def test_each_written_row_holds_the_batch_it_is_written_at(tiny_model_dir, tmp_path, case):
+    """Lightning writes a training batch's metrics by its own batch counter; the module computes them for exactly
+    those batches. After a skipped non-finite update (global_step stands still) the next row is not the skipped
+    batch's, and with num_iterations 2 (global_step advances twice per batch) no row is computed for nothing."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    torch.manual_seed(0)
+    skip = case == "skipped_update"
+    data, module = make(tiny_model_dir, num_iterations=1 if skip else 2)
+    loss_at, computed = {}, []  # the loss of each batch's last update, by Lightning's step; log_training calls
+    original_loss, original_step, original_log = module.micro_batch_loss, module.update.step, module.log_training
+    batch_step = lambda: module.trainer.fit_loop.epoch_loop._batches_that_stepped  # noqa: E731
+
+    def poisoned_loss(*args, **kwargs):  # the first batch's loss is NaN: its update is skipped
+        out = original_loss(*args, **kwargs)
+        return dataclasses.replace(out, loss=out.loss * float("nan")) if skip and batch_step() == 0 else out
+
+    def recorded_step(*args, **kwargs):
+        loss_out, grad_norm = original_step(*args, **kwargs)
+        loss_at[batch_step()] = float(loss_out.loss)
+        return loss_out, grad_norm
+
+    def counted_log(*args, **kwargs):
+        computed.append(batch_step())
+        return original_log(*args, **kwargs)
+
+    module.micro_batch_loss, module.update.step, module.log_training = poisoned_loss, recorded_step, counted_log
+    logger = TensorBoardLogger(str(tmp_path), name="run")
+    # 4 batches either way: 3 updates after the skip, or 2 optimizer steps per batch
+    fit(data, module, steps=3 if skip else 8, logger=logger, log_every_n_steps=2 if skip else 4)
+    events = EventAccumulator(logger.log_dir).Reload()
+    written = {e.step: e.value for e in events.Scalars("train/loss")}
+    assert sorted(loss_at) == [0, 1, 2, 3]
+    assert sorted(written) == ([1, 3] if skip else [3]) == computed
+    for step, value in written.items():
+        assert value == pytest.approx(loss_at[step], rel=1e-6), step
+    if skip:
+        assert math.isnan(loss_at[0]) and module.nonfinite_skipped == 1
+        skipped = {e.step: e.value for e in events.Scalars("train/nonfinite_skipped")}
+        assert skipped == {1: 1.0, 3: 1.0}

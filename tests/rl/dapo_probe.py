@@ -27,7 +27,7 @@ MAX_NEW_TOKENS = 6
 
 
 class FixedRolloutModule(GRPOModule):
-    def make_rollout(self, batch: VoteBatch) -> Rollout:
+    def make_rollout(self, batch: VoteBatch) -> tuple[Rollout, None]:
         ids, lengths, choices = [], [], []
         for index in batch.index.tolist():
             generator = torch.Generator().manual_seed(index)
@@ -38,7 +38,7 @@ class FixedRolloutModule(GRPOModule):
         choices = torch.stack(choices)  # [B, G]
         return Rollout(choices=choices, policy_probs=answer_histogram(choices, len(self.label_names), smoothing=1.0),
                        prompt_ids=batch.prompt_ids, prompt_mask=batch.prompt_mask,
-                       completion_ids=torch.cat(ids), completion_mask=mask)
+                       completion_ids=torch.cat(ids), completion_mask=mask), None
 
 
 class SaveGradients(Callback):

@@ -7,6 +7,7 @@ import warnings
 import pytest
 
 from shala_pl.errors import ConfigValueError
+from shala_pl.models.loading import LoraSettings
 from shala_pl.rl.losses import LossSettings
 from shala_pl.rl.rollout import RolloutSettings
 from shala_pl.rl.weighting import AmbiguityWeighting
@@ -58,6 +59,8 @@ def test_label_mode_says_temperature_does_not_apply():
     ({"gradient_clip_val": 0.0}, "gradient_clip_val must be a number > 0, got 0.0"),
     ({"advantage_scaling": "std"}, "advantage_scaling must be one of group, batch, none, got 'std'"),
     ({"max_consecutive_nonfinite": 0}, "max_consecutive_nonfinite must be a positive integer, got 0"),
+    # the default disable_dropout would switch the adapter's dropout off too
+    ({"lora": LoraSettings(r=4, dropout=0.1)}, "lora.dropout must be 0 with disable_dropout: true"),
 ])
 def test_grpo_module_refuses_bad_values_naming_the_option(tiny_model_dir, options, message):
     from shala_pl.modules import GRPOModule

@@ -15,7 +15,8 @@ import torch
 from shala_pl.errors import ConfigValueError
 from shala_pl.rl.advantages import group_advantages
 from shala_pl.rl.losses import LossSettings, exact_label_loss, grpo_loss
-from shala_pl.rl.rewards import exact_label_advantages, log_score_reward
+from shala_pl.rl.advantages import exact_label_advantages
+from shala_pl.rl.rewards import log_score_reward
 
 HUMAN = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]], dtype=torch.float64)  # [B, K]
 LOGITS = torch.tensor([[0.3, -0.2, 0.5], [1.0, 0.0, -0.7]], dtype=torch.float64)  # [B, K]
@@ -77,7 +78,7 @@ def test_exact_gradient_is_the_gradient_of_minus_kl_by_hand():
     reward = torch.log(HUMAN + 1e-3) - torch.log(probs + 1e-3)
     by_hand = -WEIGHTS.unsqueeze(-1) * probs * (reward - (probs * reward).sum(-1, keepdim=True)) / 2
     assert torch.allclose(exact, by_hand, atol=1e-14)
-    assert float(out.policy_loss) == pytest.approx(0.0, abs=1e-14)  # sum_k pi_k A_k = 0 at rho = 1
+    assert float(out.loss.detach()) == pytest.approx(0.0, abs=1e-14)  # sum_k pi_k A_k = 0 at rho = 1 (beta 0)
     assert float(out.clip_ratio) == 0.0
 
 

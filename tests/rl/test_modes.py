@@ -30,14 +30,15 @@ def parts(tiny_model_dir):
 def make_mode(parts, mode: str, objective: str = "sampled", **settings):
     _, tokenizer, parser, verbalizer_ids, _ = parts
     rollout = RolloutSettings(mode=mode, num_generations=GROUP, max_new_tokens=5, **settings)
-    return rollout_mode(rollout, objective, tokenizer, parser, verbalizer_ids, {"log_score": 2.0})
+    return rollout_mode(rollout, objective, tokenizer, parser, verbalizer_ids)
 
 
-def test_the_config_picks_one_mode(parts):
-    assert type(make_mode(parts, "generate")) is GenerateRollouts
-    assert type(make_mode(parts, "label")) is LabelRollouts
+def test_the_config_picks_one_mode_and_its_capability(parts):
+    generate, label = make_mode(parts, "generate"), make_mode(parts, "label")
     exact = make_mode(parts, "label", objective="exact")
-    assert type(exact) is ExactLabelRollouts and exact.reward_weight == 2.0
+    assert type(generate) is GenerateRollouts and not generate.exposes_label_distribution  # free text: no pi
+    assert type(label) is LabelRollouts and label.exposes_label_distribution
+    assert type(exact) is ExactLabelRollouts and exact.exposes_label_distribution
 
 
 def test_label_rollouts_draw_from_the_exact_label_distribution(parts):
@@ -51,22 +52,22 @@ def test_label_rollouts_draw_from_the_exact_label_distribution(parts):
     expected = rollout.policy_probs.log().gather(1, rollout.choices).reshape(-1, 1)
     torch.testing.assert_close(logp, expected, rtol=1e-5, atol=1e-5)
     assert mode.reward_policy_probs(rollout) is rollout.policy_probs
-    assert float(mode.answer_tokens(rollout)) == num_prompts * GROUP
+    assert float(mode.loss_units(rollout)) == num_prompts * GROUP  # an answer is one token
 
 
-def test_the_shared_training_forward_is_used_once_and_only_with_gradients(parts):
+@pytest.mark.parametrize("objective", ["sampled", "exact"])
+def test_a_forward_already_run_gives_the_log_probs_a_new_one_would(parts, objective):
+    """The training forward shared with the rollout (``GRPOModule.shares_label_forward``) is passed to the loss
+    explicitly: the rollout drawn from it is plain data, without its graph."""
     model, *_, batch = parts
-    mode = make_mode(parts, "label")
-    train_logp = mode.label_log_probs(model, batch.prompt_ids, batch.prompt_mask)
-    rollout = mode.sample_from_training_forward(batch, train_logp)
-    with torch.no_grad():  # old / reference log-probs: a new forward, the shared one stays for the loss
-        mode.log_probs(model, rollout)
-    assert rollout.label_logp is train_logp
-    first = mode.all_label_log_probs(model, rollout, slice(None))
-    assert first.data_ptr() == train_logp.data_ptr() and rollout.label_logp is None  # consumed
-    second = mode.all_label_log_probs(model, rollout, slice(None))  # a new forward
-    assert second.data_ptr() != train_logp.data_ptr()
-    torch.testing.assert_close(second, train_logp, rtol=0, atol=1e-6)
+    mode = make_mode(parts, "label", objective=objective)
+    label_logp = mode.label_log_probs(model, batch.prompt_ids, batch.prompt_mask)  # [B, K], with its graph
+    rollout = mode.sample_from(batch, label_logp.detach().exp())
+    assert not any(isinstance(v, torch.Tensor) and v.requires_grad for v in vars(rollout).values())
+    prompts = slice(1, 3)
+    shared = mode.answer_log_probs(rollout, label_logp[prompts], prompts)
+    assert shared.requires_grad
+    torch.testing.assert_close(shared, mode.log_probs(model, rollout, prompts), rtol=0, atol=1e-6)
 
 
 def test_exact_rollouts_score_every_label_of_each_prompt(parts):
@@ -76,11 +77,7 @@ def test_exact_rollouts_score_every_label_of_each_prompt(parts):
     num_prompts, num_labels = batch.human.shape
     assert mode.log_probs(model, rollout).shape == (num_prompts, num_labels)
     assert mode.log_probs(model, rollout, slice(1, 2)).shape == (1, num_labels)
-    advantages = mode.advantages(torch.zeros(num_prompts, GROUP), batch.human, rollout, "none", None)
-    assert advantages.shape == (num_prompts, num_labels)  # closed form, not the sampled rewards
-    # the advantage is the reward weight times the centred log score: zero expectation under the policy
-    torch.testing.assert_close((advantages * rollout.policy_probs).sum(-1), torch.zeros(num_prompts), atol=1e-6,
-                               rtol=0)
+    assert float(mode.loss_units(rollout)) == num_prompts  # the exact loss averages over prompts
 
 
 def test_generate_rollouts_sample_what_the_sampling_readout_samples(parts):
@@ -98,7 +95,7 @@ def test_generate_rollouts_sample_what_the_sampling_readout_samples(parts):
                                leave_one_out_histogram(rollout.choices, batch.human.shape[1]))
     logp = mode.log_probs(model, rollout)
     assert logp.shape == rollout.completion_ids.shape
-    assert float(mode.answer_tokens(rollout)) == float(rollout.completion_mask.sum())
+    assert float(mode.loss_units(rollout)) == float(rollout.completion_mask.sum())  # answer tokens
 
 
 def test_generate_loss_covers_only_the_answers_of_its_prompts(parts):
