@@ -14,6 +14,7 @@ import contextlib
 
 import logging
 import re
+import sys
 import warnings
 from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
@@ -29,6 +30,7 @@ from shala_pl.data.datamodule import VoteDataModule
 from shala_pl.data.sampling import requires_lockstep
 from shala_pl.errors import ConfigValueError
 from shala_pl.help import subcommand_description
+from shala_pl.packaged_configs import resolve_config_args
 from shala_pl.modules.base import VoteModule
 from shala_pl import checks
 
@@ -294,7 +296,13 @@ class _DropTips(logging.Filter):
 
 
 def cli_main(args=None, run: bool = True) -> ShalaCLI:
+    """The command line (``args``: the arguments after the program name, default ``sys.argv[1:]``); a ``--config``
+    that names no file may name a shipped config (``quickstart``, ``smollm2/chaosnli_mnli``)."""
     quiet_known_noise()
+    if args is None:  # Lightning reads sys.argv itself (and DDP's launcher re-runs it): resolve it in place
+        sys.argv[1:] = resolve_config_args(sys.argv[1:])
+    else:
+        args = resolve_config_args(list(args))
     parser_kwargs = {"formatter_class": _HelpFormatter, "prog": "python -m shala_pl"}
     if run:
         parser_kwargs.update({
