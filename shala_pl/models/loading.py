@@ -36,7 +36,7 @@ def resolve_model_path(name_or_path: str, from_hub: bool = False) -> str:
     if not path.is_dir():
         raise ModelPathError(f"model directory {name_or_path!r} does not exist (model.name_or_path); "
                              f"{HOW_TO_GET_A_MODEL.format(path=name_or_path)}")
-    if not (path / "config.json").is_file():
+    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():  # an export's adapter
         raise ModelPathError(f"{name_or_path!r} is not a Hugging Face model directory: it has no config.json "
                              f"(model.name_or_path); {HOW_TO_GET_A_MODEL.format(path=name_or_path)}")
     return str(path)

@@ -216,10 +216,10 @@ class VoteModule(LightningModule):
         self._log_figures(logged)
 
     def _log_figures(self, logged: dict[str, float]) -> None:
-        experiment = getattr(self.logger, "experiment", None)
-        if not self.trainer.is_global_zero or not hasattr(experiment, "add_figure"):
+        """JSD by human-entropy bin and a few examples' distributions, to every logger (``shala_pl.media``)."""
+        if not self.trainer.is_global_zero or not self.loggers:
             return
-        from shala_pl import plots
+        from shala_pl import media, plots
 
         # the step Lightning gives this validation's scalars (its logger connector's default), so that figures and
         # scalars share one axis: during fit that is one less than global_step
@@ -228,12 +228,12 @@ class VoteModule(LightningModule):
         bins = sorted(k for k in logged if k.startswith(prefix + "jsd_bin"))
         if bins:
             counts = [logged[k.replace("jsd_bin", "n_bin")] for k in bins]
-            experiment.add_figure("val/jsd_by_entropy", plots.jsd_by_entropy_bin([logged[k] for k in bins], counts),
-                                  step)
+            media.log_figure(self.trainer, "val/jsd_by_entropy",
+                             plots.jsd_by_entropy_bin([logged[k] for k in bins], counts), step)
         if getattr(self, "_figure_examples", None):
             uids, model, human = self._figure_examples
-            experiment.add_figure("val/model_vs_human", plots.model_vs_human(self.label_names, uids, model, human),
-                                  step)
+            media.log_figure(self.trainer, "val/model_vs_human",
+                             plots.model_vs_human(self.label_names, uids, model, human), step)
 
     def test_step(self, batch: VoteBatch, batch_idx: int) -> None:
         self._evaluate(batch, "test", batch_idx)
@@ -271,11 +271,23 @@ class VoteModule(LightningModule):
         return rows
 
     # -- export ------------------------------------------------------------------------------------------------------
-    def save_pretrained(self, out_dir: str | Path) -> Path:
-        """The LoRA adapter (or the full model) and tokenizer, loadable by peft/transformers without this project."""
+    def save_pretrained(self, out_dir: str | Path, datamodule=None, metrics: Optional[dict] = None) -> Path:
+        """The LoRA adapter (or the full model) and tokenizer, loadable by peft/transformers alone from any folder:
+        the adapter names its base model by absolute path (or Hub id), and ``README.md`` / ``shala_pl.yaml``
+        describe the data, method, ``metrics`` and the prompt (``shala_pl.model_card``). ``datamodule``: the one
+        trained on (default: the trainer's)."""
+        from shala_pl.model_card import base_model_reference, write_export_description
+
         out_dir = Path(out_dir)
+        if self.uses_lora:
+            for config in self.policy.peft_config.values():
+                config.base_model_name_or_path = base_model_reference(self.name_or_path,
+                                                                      self.model_options["from_hub"])
         self.policy.save_pretrained(out_dir)
         self.tokenizer.save_pretrained(out_dir)
+        if datamodule is None and self._trainer is not None:
+            datamodule = self.trainer.datamodule
+        write_export_description(out_dir, self, datamodule, metrics)
         return out_dir
 
 
