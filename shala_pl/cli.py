@@ -99,7 +99,7 @@ class ShalaCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self.before_metrics = None
-        config = self.config[self.subcommand]
+        config = self.config[self.subcommand] if self.subcommand else self.config  # no subcommand: shala_pl.api
         if config.validate_before_fit and config.get("ckpt_path") is None:
             with self._signal_exit_codes():
                 before = self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
@@ -107,9 +107,11 @@ class ShalaCLI(LightningCLI):
 
     def after_fit(self) -> None:
         self.exported_model: Optional[Path] = None
+        self.validation_after: dict[str, float] = {}
         if self.trainer.interrupted:
             return
-        after = _metrics_of(self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False))
+        after = self.validation_after = _metrics_of(self.trainer.validate(self.model, datamodule=self.datamodule,
+                                                                           verbose=False))
         export_dir = run_folder(self.trainer) / "hf_model"  # on every rank: trainer.log_dir is a collective under DDP
         if requires_lockstep(self.trainer.strategy):
             # rank 0 holds only its shard of the parameters: an export from it would be silently wrong
