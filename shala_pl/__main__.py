@@ -81,7 +81,7 @@ def _render_help(argv: list[str]) -> str:
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         try:
-            cli_main(argv)
+            cli_main(None if argv == sys.argv[1:] else argv)  # Lightning warns when both are given
         except SystemExit as done:
             if done.code not in (0, None):
                 raise

@@ -19,6 +19,15 @@ HOW_TO_GET_A_MODEL = ("build one with `shala-pl get-model smollm2-135m-instruct`
 
 @dataclass
 class LoraSettings:
+    """A LoRA adapter (peft) on the base model; only the adapter trains.
+
+    Args:
+        r: the adapter's rank.
+        alpha: its scaling numerator (the update is scaled by alpha / r).
+        dropout: dropout on the adapter's input (inactive under GRPO's default disable_dropout: true).
+        target_modules: the linear layers that get an adapter, by name.
+    """
+
     r: int = 16
     alpha: int = 32
     dropout: float = 0.0
