@@ -83,3 +83,21 @@ def test_the_wheel_installs_and_trains_the_quickstart_from_an_empty_folder(tmp_p
                           cwd=work, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
                           capture_output=True, text=True).stdout
     assert Path(used).is_relative_to(venv), used  # the installed package ran, not the clone
+
+
+@pytest.mark.parametrize("name", ["get-model", "make-tiny-model", "evaluate", "data-stats", "download-data"])
+def test_each_tool_is_a_subcommand(name, capsys):
+    from shala_pl.__main__ import main
+
+    with pytest.raises(SystemExit) as done:
+        main([name, "--help"])
+    assert done.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_a_tool_subcommand_returns_its_exit_code(tmp_path, capsys):
+    from shala_pl.__main__ import main
+
+    assert main(["make-tiny-model", str(tmp_path / "tiny")]) == 0
+    assert (tmp_path / "tiny" / "config.json").is_file()
+    assert main(["data-stats", "chaosnli_snli", str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err
