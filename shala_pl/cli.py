@@ -178,9 +178,9 @@ def settle_run_paths(config: Namespace, subcommand: str) -> None:
                                    init_args=Namespace(save_dir=root, name="", default_hp_metric=False))
     if subcommand in ("test", "predict"):
         require_checkpoint(config, subcommand, root)
+    place_logger_run(config, subcommand, root)
     if config.get("ckpt_path") == "last":
         config.ckpt_path = str(find_last_checkpoint(config, subcommand, root))
-    place_logger_run(config, subcommand, root)
     check_sharded_checkpoint(config)
     if subcommand != "fit":
         place_evaluation(config, subcommand, root)
@@ -190,7 +190,8 @@ def place_logger_run(config: Namespace, subcommand: str, root: str) -> None:
     """Any logger, the same run folder: TensorBoard and CSV loggers left at Lightning's ``lightning_logs`` name
     write ``<root>/version_N`` like the default; for loggers with a store of their own (MLflow, W&B, ...) ``fit``
     puts checkpoints (and so ``hf_model/``) in the next free ``<root>/version_N``, and MLflow's default ``./mlruns``
-    store moves to ``<root>/mlruns``. Computed at parse time on every rank, before anything is written there."""
+    store moves to ``<root>/mlruns``. Computed at parse time on every rank, before anything is written there.
+    (``--ckpt_path last`` with such a logger needs ``checkpoint.dirpath``: its folder is not known otherwise.)"""
     logger = config.trainer.logger
     if not isinstance(logger, Namespace) or getattr(logger, "init_args", None) is None:
         return
@@ -203,7 +204,7 @@ def place_logger_run(config: Namespace, subcommand: str, root: str) -> None:
         return
     if kind == "MLFlowLogger" and init_args.get("tracking_uri") is None and init_args.get("save_dir") == "./mlruns":
         init_args.save_dir = str(Path(root) / "mlruns")
-    if subcommand == "fit" and config.checkpoint.dirpath is None:
+    if subcommand == "fit" and config.checkpoint.dirpath is None and config.get("ckpt_path") != "last":
         taken = [_version(p) for p in Path(root).glob("version_*")]
         next_version = max((v for v in taken if v is not None), default=-1) + 1
         config.checkpoint.dirpath = str(Path(root) / f"version_{next_version}" / "checkpoints")

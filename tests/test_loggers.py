@@ -32,6 +32,10 @@ def test_csv_logger_writes_figures_beside_metrics_csv_in_the_usual_run_folder(ti
                        "val_model_vs_human-step000001.png", "val_model_vs_human-step000002.png"]
     assert all((run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in figures)
     assert not (root / "lightning_logs").exists()
+    # the same layout, so --ckpt_path last finds this run's checkpoint
+    args = small_quickstart_run(tiny_model_dir, root, 2, "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+                                "--trainer.logger.save_dir", str(root), "--ckpt_path", "last")
+    assert main(["validate", *args[1:]]) == 0
 
 
 @pytest.fixture
