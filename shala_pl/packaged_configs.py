@@ -28,7 +28,7 @@ def resolve_config(value: str) -> str:
     """``value`` when it names an existing file; else the packaged config it names (``quickstart``,
     ``configs/quickstart.yaml`` and ``quickstart.yaml`` all name the same one); else ``value`` unchanged, for
     jsonargparse to report."""
-    if Path(value).exists():
+    if Path(value).is_file():
         return value
     name = value.removeprefix("configs/")
     for candidate in (name, f"{name}.yaml"):
