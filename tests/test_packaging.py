@@ -38,8 +38,12 @@ def test_a_config_name_resolves_to_the_shipped_file_and_a_path_wins(tmp_path, mo
         "fit", f"--config={REPO / 'configs/method/shala.yaml'}", "--config", "x.yaml"]
 
 
+def without_pythonpath() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing of the clone on the path
+
+
 def shala_pl_in(venv: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing of the clone on the path
+    env = without_pythonpath()
     env["HF_HUB_OFFLINE"] = "1"
     env["XDG_CACHE_HOME"] = str(cwd / ".cache")
     return subprocess.run([str(venv / "bin" / "shala-pl"), *args], cwd=cwd, env=env, capture_output=True,
@@ -59,9 +63,10 @@ def test_the_wheel_installs_and_trains_the_quickstart_from_an_empty_folder(tmp_p
     site_packages = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; "
                                          "print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True,
                                         check=True).stdout.strip())
-    # installed before the shared folder is visible, where pip would find the clone's editable install
+    # installed before the shared folder is visible, and without PYTHONPATH: pip would take the clone's editable
+    # install, or the shala_pl.egg-info that building the wheel leaves in the clone, for this package installed
     subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
-                    "--no-deps", str(wheel)], check=True, capture_output=True, timeout=300)
+                    "--no-deps", str(wheel)], check=True, capture_output=True, timeout=300, env=without_pythonpath())
     (site_packages / "shared.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     work = tmp_path / "work"
     work.mkdir()
@@ -80,7 +85,7 @@ def test_the_wheel_installs_and_trains_the_quickstart_from_an_empty_folder(tmp_p
     run = work / "runs/quickstart/version_0"
     assert (run / "checkpoints/last.ckpt").is_file() and (run / "hf_model/config.json").is_file()
     used = subprocess.run([str(venv / "bin" / "python"), "-c", "import shala_pl; print(shala_pl.__file__)"],
-                          cwd=work, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+                          cwd=work, env=without_pythonpath(),
                           capture_output=True, text=True).stdout
     assert Path(used).is_relative_to(venv), used  # the installed package ran, not the clone
 
