@@ -22,10 +22,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 
 # The quickstart's tiny model is built on first run and reused.
 artifacts/tiny-qwen2/config.json: $(VENV)/.installed
-	$(BIN)/python tools/make_tiny_model.py artifacts/tiny-qwen2
+	$(BIN)/shala-pl make-tiny-model artifacts/tiny-qwen2
 
 quickstart: artifacts/tiny-qwen2/config.json
-	$(BIN)/python -m shala_pl fit --config configs/quickstart.yaml
+	$(BIN)/shala-pl fit --config quickstart
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q

@@ -1,4 +1,6 @@
-"""``python -m shala_pl {fit,validate,test,predict} --config configs/....yaml``
+"""``shala-pl`` (or ``python -m shala_pl``): ``{fit,validate,test,predict} --config CONFIG`` runs Lightning;
+``get-model``, ``make-tiny-model``, ``evaluate``, ``data-stats`` and ``download-data`` run the user tools
+(``shala_pl.help.COMMANDS``).
 
 This module stays light: the top-level help and a config-less call answer without importing Lightning, and the
 project's own errors (:class:`shala_pl.errors.ShalaError`) end the run with one line on stderr and exit status 2
@@ -12,7 +14,7 @@ import os
 import signal
 import sys
 
-from shala_pl.help import QUICKSTART, SUBCOMMANDS, top_level_help
+from shala_pl.help import COMMANDS, QUICKSTART, SUBCOMMANDS, cached_help, is_help_request, top_level_help
 
 
 def _fail(message: str) -> int:
@@ -26,8 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(top_level_help(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
+    if argv[0] in COMMANDS:
+        return run_command(argv[0], argv[1:])
     if argv[0] in SUBCOMMANDS and len(argv) == 1:
         return _fail(f"'{argv[0]}' needs a config; start with: {QUICKSTART}  (all configs: python -m shala_pl --help)")
+    if is_help_request(argv):  # answered from a cache when nothing it depends on has changed (no torch import)
+        print(cached_help(argv, render=lambda: _render_help(argv)), end="")
+        return 0
 
     if from_command_line:  # until the CLI installs its own handler: SIGTERM during start-up is said, not silent
         signal.signal(signal.SIGTERM, _terminated_at_start_up)
@@ -70,6 +77,31 @@ def _terminated_at_start_up(signum, frame) -> None:
     raise _Terminated
 
 
+def run_command(name: str, args: list[str]) -> int:
+    """One of the user tools, by its ``module:function`` entry in ``COMMANDS``; its return value is the exit code."""
+    import importlib
+
+    module_name, function = COMMANDS[name][0].split(":")
+    return getattr(importlib.import_module(module_name), function)(args) or 0
+
+
+def _render_help(argv: list[str]) -> str:
+    """What ``cli_main(argv)`` prints for a help request (it ends with ``SystemExit(0)``)."""
+    import contextlib
+    import io
+
+    from shala_pl.cli import cli_main
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        try:
+            cli_main(None if argv == sys.argv[1:] else argv)  # Lightning warns when both are given
+        except SystemExit as done:
+            if done.code not in (0, None):
+                raise
+    return printed.getvalue()
+
+
 def _exit_now(code: int) -> None:
     """Exit with ``code`` without running the interpreter's shutdown. A KeyboardInterrupt that passed through C code
     running Python source (pybind11's ``exec`` while torch imports) leaves CPython's "unhandled Ctrl-C" flag set
@@ -89,5 +121,10 @@ def user_error(error: BaseException):
     return cause_of(error, ShalaError)
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The ``shala-pl`` console script: ``python -m shala_pl`` under its installed name."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()

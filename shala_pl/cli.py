@@ -1,8 +1,9 @@
 """``python -m shala_pl {fit,validate,test,predict} --config configs/....yaml`` (entry point: ``__main__.py``).
 
 Where a run's files go (one rule): ``trainer.default_root_dir`` decides. With a logger (TensorBoard unless the
-config names another) every run gets ``<default_root_dir>/version_N/`` holding its logs, ``checkpoints/`` and, at
-the end of ``fit``, ``hf_model/``; without one (``--trainer.logger false``) they go straight under
+config names another; any logger, see ``place_logger_run``) every run gets ``<default_root_dir>/version_N/`` holding
+its ``checkpoints/`` and, at the end of ``fit``, ``hf_model/`` (TensorBoard's and CSV's logs too; MLflow and W&B keep
+their own store); without one (``--trainer.logger false``) they go straight under
 ``<default_root_dir>``. A config overrides one of them by naming it: the logger's ``save_dir``,
 ``checkpoint.dirpath``, ``predictions.path``. ``--ckpt_path last`` is the newest run's newest state (the highest
 ``global_step`` among its ``last*.ckpt``), and a resumed ``fit`` keeps logging into the folder it resumes;
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import warnings
 from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
@@ -31,12 +33,15 @@ from shala_pl.data.sampling import requires_lockstep
 from shala_pl.errors import ConfigValueError, NonFinitePredictionsError
 from shala_pl.metrics.collection import NONFINITE
 from shala_pl.help import subcommand_description
+from shala_pl.media import run_folder_of
+from shala_pl.packaged_configs import resolve_config_args
 from shala_pl.precision import cpu_precision
 from shala_pl.modules.base import VoteModule
 from shala_pl import checks
 
 SUMMARY_METRICS = ("jsd", "kl", "f1_macro", "accuracy")
 DEFAULT_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
+VERSIONED_LOGGERS = ("TensorBoardLogger", "CSVLogger")  # they keep <save_dir>/<name>/version_N themselves
 
 
 class ShalaCLI(LightningCLI):
@@ -134,7 +139,7 @@ class ShalaCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self.before_metrics = None
-        config = self.config[self.subcommand]
+        config = self.config[self.subcommand] if self.subcommand else self.config  # no subcommand: shala_pl.api
         if config.validate_before_fit and config.get("ckpt_path") is None:
             self._phase = "before_fit"
             before = self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
@@ -142,19 +147,21 @@ class ShalaCLI(LightningCLI):
         self._phase = "fit"
 
     def after_fit(self) -> None:
+        self.exported_model: Optional[Path] = None
+        self.validation_after: dict[str, float] = {}
         if self.trainer.interrupted:
             return
         self._phase = "after_fit"
-        after = _metrics_of(self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False))
-        self._export_path = self._export_dir()  # on every rank: trainer.log_dir is a collective under DDP
+        after = self.validation_after = _metrics_of(self.trainer.validate(self.model, datamodule=self.datamodule,
+                                                                           verbose=False))
+        export_dir = run_folder(self.trainer) / "hf_model"  # on every rank: trainer.log_dir is a collective under DDP
         if requires_lockstep(self.trainer.strategy):
             # rank 0 holds only its shard of the parameters: an export from it would be silently wrong
             rank_zero_warn("hf_model export skipped under a sharded strategy (FSDP / FSDP2 / DeepSpeed): export "
                            "from the full checkpoint instead (FSDP2's checkpoint folder: consolidate it first; see "
                            "docs/distributed.md)")
-            self._export_path = None
         elif self.trainer.is_global_zero:
-            self.model.save_pretrained(self._export_path)
+            self.exported_model = self.model.save_pretrained(export_dir, self.datamodule, after)
         if self.trainer.is_global_zero:
             print(self._summary(self.before_metrics, after))
         refuse_nonfinite(after, "val")
@@ -165,16 +172,11 @@ class ShalaCLI(LightningCLI):
     def after_test(self) -> None:
         refuse_nonfinite(self.trainer.callback_metrics, "test")
 
-    def _export_dir(self):
-        if hasattr(self, "_export_path"):  # set at the end of fit; None when the export was skipped
-            return self._export_path
-        return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "hf_model"
-
     def _logs_line(self) -> list[str]:
         logger = self.trainer.logger
         if logger is None:
             return []
-        line = f"logs:             {logger.log_dir}"
+        line = f"logs:             {getattr(logger, 'log_dir', None) or logger.save_dir}"
         if "TensorBoard" in type(logger).__name__:
             line += f"   (tensorboard --logdir {Path(logger.root_dir)})"
         return [line]
@@ -198,7 +200,7 @@ class ShalaCLI(LightningCLI):
             "",
             *self._logs_line(),
             f"checkpoints:      {checkpoint.dirpath if checkpoint else '-'}",
-            f"exported model:   {self._export_dir() or '- (skipped under a sharded strategy)'}",
+            f"exported model:   {self.exported_model or '- (skipped under a sharded strategy)'}",
         ]
         return "\n".join(lines)
 
@@ -211,6 +213,14 @@ def refuse_nonfinite(metrics: dict, stage: str) -> None:
     if found:
         raise NonFinitePredictionsError(f"the model's label probabilities are NaN or infinite for {'; '.join(found)}:"
                                         " its jsd and kl are NaN, not scores")
+
+
+def run_folder(trainer) -> Path:
+    """``<default_root_dir>/version_N`` of this run whatever the logger (module docstring); without one
+    ``default_root_dir``. A collective under DDP (``trainer.log_dir``): call it on every rank."""
+    log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # on every rank, before the branch below
+    return log_dir if type(trainer.logger).__name__ in VERSIONED_LOGGERS or trainer.logger is None \
+        else run_folder_of(trainer)
 
 
 def settle_run_paths(config: Namespace, subcommand: str) -> None:
@@ -228,6 +238,7 @@ def settle_run_paths(config: Namespace, subcommand: str) -> None:
                                    init_args=Namespace(save_dir=root, name="", default_hp_metric=False))
     if subcommand in ("test", "predict"):
         require_checkpoint(config, subcommand, root)
+    place_logger_run(config, subcommand, root)
     if config.get("ckpt_path") == "last":
         config.ckpt_path = str(find_last_checkpoint(config, subcommand, root))
     elif config.get("ckpt_path") == "best":
@@ -236,6 +247,30 @@ def settle_run_paths(config: Namespace, subcommand: str) -> None:
     check_checkpoint_file(config)
     if subcommand != "fit":
         place_evaluation(config, subcommand, root)
+
+
+def place_logger_run(config: Namespace, subcommand: str, root: str) -> None:
+    """Any logger, the same run folder: TensorBoard and CSV loggers left at Lightning's ``lightning_logs`` name
+    write ``<root>/version_N`` like the default; for loggers with a store of their own (MLflow, W&B, ...) ``fit``
+    puts checkpoints (and so ``hf_model/``) in the next free ``<root>/version_N``, and MLflow's default ``./mlruns``
+    store moves to ``<root>/mlruns``. Computed at parse time on every rank, before anything is written there.
+    (``--ckpt_path last`` with such a logger needs ``checkpoint.dirpath``: its folder is not known otherwise.)"""
+    logger = config.trainer.logger
+    if not isinstance(logger, Namespace) or getattr(logger, "init_args", None) is None:
+        return
+    kind, init_args = str(logger.class_path).rsplit(".", 1)[-1], logger.init_args
+    if kind in VERSIONED_LOGGERS:
+        if init_args.get("save_dir") is None:
+            init_args.save_dir = root
+        if init_args.get("name") == "lightning_logs":
+            init_args.name = ""
+        return
+    if kind == "MLFlowLogger" and init_args.get("tracking_uri") is None and init_args.get("save_dir") == "./mlruns":
+        init_args.save_dir = str(Path(root) / "mlruns")
+    if subcommand == "fit" and config.checkpoint.dirpath is None and config.get("ckpt_path") != "last":
+        taken = [_version(p) for p in Path(root).glob("version_*")]
+        next_version = max((v for v in taken if v is not None), default=-1) + 1
+        config.checkpoint.dirpath = str(Path(root) / f"version_{next_version}" / "checkpoints")
 
 
 def check_sharded_checkpoint(config: Namespace) -> None:
@@ -401,7 +436,13 @@ class _DropSigtermNotice(logging.Filter):
 
 
 def cli_main(args=None, run: bool = True) -> ShalaCLI:
+    """The command line (``args``: the arguments after the program name, default ``sys.argv[1:]``); a ``--config``
+    that names no file may name a shipped config (``quickstart``, ``smollm2/chaosnli_mnli``)."""
     quiet_known_noise()
+    if args is None:  # Lightning reads sys.argv itself (and DDP's launcher re-runs it): resolve it in place
+        sys.argv[1:] = resolve_config_args(sys.argv[1:])
+    else:
+        args = resolve_config_args(list(args))
     parser_kwargs = {"formatter_class": _HelpFormatter, "prog": "python -m shala_pl"}
     if run:
         parser_kwargs.update({

@@ -1,4 +1,5 @@
-"""Figures for TensorBoard: where the model is far from the humans, and what its distributions look like."""
+"""Validation figures (logged by ``shala_pl.media``): where the model is far from the humans, and what its
+distributions look like."""
 
 from __future__ import annotations
 

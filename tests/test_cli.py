@@ -222,7 +222,7 @@ def test_bare_subcommand_points_at_the_quickstart():
 
 
 @pytest.mark.parametrize("command", [("-m", "shala_pl", "--help"), ("tools/evaluate.py", "--help"),
-                                     ("tools/data_stats.py", "--help")], ids=" ".join)
+                                     ("-m", "shala_pl", "data-stats", "--help")], ids=" ".join)
 def test_help_answers_without_importing_torch(command):
     out, imported, _ = run_importtime(*command)
     assert out.returncode == 0 and "usage:" in out.stdout

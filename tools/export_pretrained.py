@@ -2,7 +2,7 @@
 
     python tools/export_pretrained.py --config configs/chaosnli_snli.yaml --ckpt_path runs/.../last.ckpt --out_dir OUT_DIR
 
-The result loads with peft / transformers alone, without this project. The checkpoint is read with
+The result loads with peft / transformers alone, without this project, from any folder (README.md: the model card). The checkpoint is read with
 ``weights_only=True``: it cannot execute code.
 """
 
@@ -21,7 +21,7 @@ def export(config_args: list[str], ckpt_path: str, out_dir: str) -> None:
     model.configure_model()
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     model.load_state_dict(checkpoint["state_dict"], strict=False)
-    path = model.save_pretrained(out_dir)
+    path = model.save_pretrained(out_dir, cli.datamodule)  # the card describes the data of this config
     print(f"exported {'LoRA adapter' if model.uses_lora else 'model'} and tokenizer to {path}")
 
 

@@ -59,7 +59,33 @@ class VoteDataModule(LightningDataModule):
     split), ``uid`` (list of str), ``is_padding`` [B].
 
     ``predict`` writes ``predict_split``: ``test`` (default), ``val``, ``train``, or ``all`` (every example read, in
-    file order, each uid once: what ``tools/evaluate.py`` expects when given the whole data file).
+    file order, each uid once: what ``shala-pl evaluate`` expects when given the whole data file).
+
+    Args:
+        source: the data source's name (each one's options: shala-pl data-stats --help).
+        path: the source's file or folder (not needed for synthetic).
+        source_options: the source's own options, e.g. {taxonomy: ekman} for GoEmotions.
+        split: how train/val/test are made: random, distributed_nli or files (see above).
+        val_fraction: share of the examples in the validation split (random).
+        test_fraction: share of the examples in the test split (random).
+        split_seed: seed of the split's shuffle, and of the training order when no global seed is set.
+        dev_size: examples in the dev set (distributed_nli: the first dev_size of the file).
+        val_path: the validation file (files; default path with val_options).
+        test_path: the test file (files; default path with test_options).
+        val_options: source options merged in when reading the validation split (files).
+        test_options: source options merged in when reading the test split (files).
+        val_from_test: with files, this seeded share of the test file is the validation set instead.
+        tokenizer_path: the tokenizer's folder (linked from model.name_or_path).
+        tokenizer_trust_remote_code: linked from model.trust_remote_code.
+        tokenizer_from_hub: linked from model.from_hub.
+        prompt: how each example becomes a prompt (template, label words, answer prefix, chat template).
+        max_prompt_length: prompts longer than this many tokens keep their last tokens (counted in the log).
+        batch_size: prompts per training batch (per process).
+        eval_batch_size: prompts per validation / test / predict batch.
+        on_invalid: a bad row is an error (file, line and field named) or is skip-ped and counted.
+        num_workers: DataLoader worker processes.
+        cache_dir: folder for the tokenised splits (reused while prompts and tokenizer are unchanged).
+        predict_split: the split predict writes: test, val, train or all.
     """
 
     def __init__(

@@ -34,13 +34,24 @@ TASK_ANSWER_PREFIX = {"nli": "Answer:"}
 
 @dataclass(frozen=True)  # frozen: the DataModule uses one instance as its default
 class PromptSettings:
-    reasoning: bool = False  # ask for brief reasoning, then the label inside <answer></answer>
-    verbalizers: dict[str, str] = field(default_factory=dict)  # label name -> the word the model says (default:
-    # the task's words in TASK_VERBALIZERS, else the label name)
-    system_prompt: Optional[str] = None  # None: no system turn, and a chat template's built-in one is kept out
-    answer_prefix: Optional[str] = None  # opens the model's turn (not with reasoning), the label word after a
-    # space; None: the task's in TASK_ANSWER_PREFIX
-    use_chat_template: bool = True  # when the tokenizer has one
+    """How each example becomes the prompt the model answers.
+
+    Args:
+        reasoning: ask for brief reasoning, then the label inside <answer></answer>.
+        verbalizers: label name -> the word the model says for it (default: the task's words in
+            TASK_VERBALIZERS, else the label name).
+        system_prompt: the system turn's text; null: no system turn, and a chat template's built-in one is kept
+            out.
+        answer_prefix: text that opens the model's turn (not with reasoning), the label word following after a
+            space; null: the task's in TASK_ANSWER_PREFIX ("Answer:" for NLI).
+        use_chat_template: render the prompt with the tokenizer's chat template when it has one.
+    """
+
+    reasoning: bool = False
+    verbalizers: dict[str, str] = field(default_factory=dict)
+    system_prompt: Optional[str] = None
+    answer_prefix: Optional[str] = None
+    use_chat_template: bool = True
 
 
 def verbalizer_words(labels: Sequence[str], settings: PromptSettings, task: str = "") -> list[str]:

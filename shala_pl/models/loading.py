@@ -12,13 +12,22 @@ import torch
 from shala_pl.errors import ConfigValueError, ModelPathError
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
-HOW_TO_GET_A_MODEL = ("build one with `python tools/get_model.py smollm2-135m-instruct` (a real instruct LLM, "
-                      "offline) or `python tools/make_tiny_model.py DIR` (a tiny test model), or point "
+HOW_TO_GET_A_MODEL = ("build one with `shala-pl get-model smollm2-135m-instruct` (a real instruct LLM, "
+                      "offline) or `shala-pl make-tiny-model {path}` (a tiny test model), or point "
                       "model.name_or_path at a local Hugging Face model directory")
 
 
 @dataclass
 class LoraSettings:
+    """A LoRA adapter (peft) on the base model; only the adapter trains.
+
+    Args:
+        r: the adapter's rank.
+        alpha: its scaling numerator (the update is scaled by alpha / r).
+        dropout: dropout on the adapter's input (inactive under GRPO's default disable_dropout: true).
+        target_modules: the linear layers that get an adapter, by name.
+    """
+
     r: int = 16
     alpha: int = 32
     dropout: float = 0.0
@@ -35,10 +44,10 @@ def resolve_model_path(name_or_path: str, from_hub: bool = False) -> str:
     path = Path(name_or_path)
     if not path.is_dir():
         raise ModelPathError(f"model directory {name_or_path!r} does not exist (model.name_or_path); "
-                             f"{HOW_TO_GET_A_MODEL}")
-    if not (path / "config.json").is_file():
+                             f"{HOW_TO_GET_A_MODEL.format(path=name_or_path)}")
+    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():  # an export's adapter
         raise ModelPathError(f"{name_or_path!r} is not a Hugging Face model directory: it has no config.json "
-                             f"(model.name_or_path); {HOW_TO_GET_A_MODEL}")
+                             f"(model.name_or_path); {HOW_TO_GET_A_MODEL.format(path=name_or_path)}")
     return str(path)
 
 

@@ -38,12 +38,23 @@ FIGURE_EXAMPLES = 4  # examples drawn in the validation figure of model vs human
 
 @dataclass
 class SamplingReadout:
-    num_samples: int = 16  # answers per prompt whose label histogram is the model's distribution
-    smoothing: float = 0.0  # added to every label's count before normalising (reported with the results)
+    """The ``sampling`` readout: the model's distribution as the histogram of labels its sampled answers name.
+
+    Args:
+        num_samples: answers sampled per prompt; their label histogram is the model's distribution.
+        smoothing: added to every label's count before normalising (reported with the results).
+        max_new_tokens: the longest answer, in tokens.
+        temperature: sampling temperature.
+        top_p: nucleus-sampling mass.
+        seed: evaluation sampling's own seed; it does not touch the training RNG.
+    """
+
+    num_samples: int = 16
+    smoothing: float = 0.0
     max_new_tokens: int = 16
     temperature: float = 1.0
     top_p: float = 1.0
-    seed: int = 1234  # evaluation sampling is seeded and does not touch the training RNG
+    seed: int = 1234
 
     def generation(self) -> RolloutSettings:
         return RolloutSettings(mode="generate", num_generations=self.num_samples, max_new_tokens=self.max_new_tokens,
@@ -64,13 +75,37 @@ def _default_optimizer(params):
 
 
 class VoteModule(LightningModule):
+    """The policy and its label distribution, scored against the human votes (the zero-shot method on its own).
+
+    Args:
+        name_or_path: the base model: a local Hugging Face folder (shala-pl get-model, shala-pl
+            make-tiny-model), a LoRA adapter folder of an export, or a Hub id with from_hub.
+        label_names: the labels in the data's order (linked from the data module).
+        verbalizers: the text the model says for each label right after the prompt (linked from the data module).
+        multilabel: also score multi-label targets (linked from the data module: GoEmotions).
+        answer_tag_required: free-text answers count only inside <answer></answer> (linked from
+            data.prompt.reasoning).
+        lora: train a LoRA adapter instead of every weight ({r: 16, alpha: 32}); null trains the full model.
+        dtype: the weights' dtype (auto: the checkpoint's own).
+        attn_implementation: transformers' attention kernel (sdpa, eager, flash_attention_2).
+        gradient_checkpointing: recompute activations in the backward pass, trading time for memory.
+        trust_remote_code: run the model folder's own Python code (models transformers does not ship).
+        from_hub: allow downloading name_or_path from the Hugging Face Hub (else local files only).
+        readouts: how the model's distribution is read at evaluation: label_probs (exact, one forward pass
+            over the verbalizers) and/or sampling (histogram of sampled answers); the first is the main one.
+        sampling: settings of the sampling readout.
+        entropy_bins: validation JSD is also reported in this many bins of normalised human entropy.
+        optimizer: the optimizer over the trainable parameters (default AdamW, lr 1e-4).
+        lr_scheduler: an optional scheduler, stepped every optimizer step.
+    """
+
     def __init__(
         self,
         name_or_path: str,
         label_names: list[str] = (),
         verbalizers: list[str] = (),
         multilabel: bool = False,
-        answer_tag_required: bool = False,  # free-text answers count only inside <answer></answer> (reasoning prompts)
+        answer_tag_required: bool = False,
         lora: Optional[LoraSettings] = None,
         dtype: DType = "auto",
         attn_implementation: str = "sdpa",
@@ -220,10 +255,10 @@ class VoteModule(LightningModule):
         self._log_figures(logged)
 
     def _log_figures(self, logged: dict[str, float]) -> None:
-        experiment = getattr(self.logger, "experiment", None)
-        if not self.trainer.is_global_zero or not hasattr(experiment, "add_figure"):
+        """JSD by human-entropy bin and a few examples' distributions, to every logger (``shala_pl.media``)."""
+        if not self.trainer.is_global_zero or not self.loggers:
             return
-        from shala_pl import plots
+        from shala_pl import media, plots
 
         # the step Lightning gives this validation's scalars (its logger connector's default), so that figures and
         # scalars share one axis: during fit that is one less than global_step
@@ -232,12 +267,12 @@ class VoteModule(LightningModule):
         bins = sorted(k for k in logged if k.startswith(prefix + "jsd_bin"))
         if bins:
             counts = [logged[k.replace("jsd_bin", "n_bin")] for k in bins]
-            experiment.add_figure("val/jsd_by_entropy", plots.jsd_by_entropy_bin([logged[k] for k in bins], counts),
-                                  step)
+            media.log_figure(self.trainer, "val/jsd_by_entropy",
+                             plots.jsd_by_entropy_bin([logged[k] for k in bins], counts), step)
         if getattr(self, "_figure_examples", None):
             uids, model, human = self._figure_examples
-            experiment.add_figure("val/model_vs_human", plots.model_vs_human(self.label_names, uids, model, human),
-                                  step)
+            media.log_figure(self.trainer, "val/model_vs_human",
+                             plots.model_vs_human(self.label_names, uids, model, human), step)
 
     def test_step(self, batch: VoteBatch, batch_idx: int) -> None:
         self._evaluate(batch, "test", batch_idx)
@@ -275,11 +310,23 @@ class VoteModule(LightningModule):
         return rows
 
     # -- export ------------------------------------------------------------------------------------------------------
-    def save_pretrained(self, out_dir: str | Path) -> Path:
-        """The LoRA adapter (or the full model) and tokenizer, loadable by peft/transformers without this project."""
+    def save_pretrained(self, out_dir: str | Path, datamodule=None, metrics: Optional[dict] = None) -> Path:
+        """The LoRA adapter (or the full model) and tokenizer, loadable by peft/transformers alone from any folder:
+        the adapter names its base model by absolute path (or Hub id), and ``README.md`` / ``shala_pl.yaml``
+        describe the data, method, ``metrics`` and the prompt (``shala_pl.model_card``). ``datamodule``: the one
+        trained on (default: the trainer's)."""
+        from shala_pl.model_card import base_model_reference, write_export_description
+
         out_dir = Path(out_dir)
+        if self.uses_lora:
+            for config in self.policy.peft_config.values():
+                config.base_model_name_or_path = base_model_reference(self.name_or_path,
+                                                                      self.model_options["from_hub"])
         self.policy.save_pretrained(out_dir)
         self.tokenizer.save_pretrained(out_dir)
+        if datamodule is None and self._trainer is not None:
+            datamodule = self.trainer.datamodule
+        write_export_description(out_dir, self, datamodule, metrics)
         return out_dir
 
 

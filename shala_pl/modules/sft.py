@@ -18,6 +18,13 @@ from shala_pl.modules.base import VoteModule
 
 
 class SFTModule(VoteModule):
+    """Cross-entropy on the label verbalizers (module docstring); every :class:`VoteModule` option applies.
+
+    Args:
+        target: soft trains on the human vote distribution (sft_soft), majority on the majority label's
+            verbalizer (sft_majority).
+    """
+
     def __init__(self, target: Literal["majority", "soft"] = "soft", **kwargs):
         super().__init__(**kwargs)
         if target not in ("majority", "soft"):

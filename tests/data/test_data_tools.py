@@ -1,7 +1,6 @@
-"""data_stats (function and tools/data_stats.py) and tools/download_data.py, all without the network."""
+"""data_stats (function and `shala-pl data-stats`) and `shala-pl download-data`, all without the network."""
 
 import hashlib
-import importlib.util
 import io
 import json
 import math
@@ -70,19 +69,19 @@ def test_data_stats_of_a_result_with_nothing_left():
     assert stats["mean_entropy_nats"] is None and stats["mean_entropy_bits"] is None
 
 
-# -- tools/data_stats.py ------------------------------------------------------------------------------------------
+# -- shala-pl data-stats -------------------------------------------------------------------------------------------
 
 def test_data_stats_tool_prints_one_json_object(fixtures_dir):
-    done = run_tool("tools/data_stats.py", "snli", fixtures_dir / "snli_1.0_test_part.jsonl")
+    done = run_tool("-m", "shala_pl", "data-stats", "snli", fixtures_dir / "snli_1.0_test_part.jsonl")
     assert done.returncode == 0, done.stderr
     stats = json.loads(done.stdout)
     assert set(stats) == STATS_KEYS and stats["n_examples"] == 1277
 
 
 def test_data_stats_tool_passes_taxonomy_and_options(fixtures_dir):
-    done = run_tool("tools/data_stats.py", "goemotions", fixtures_dir / "goemotions", "--taxonomy", "sentiment")
+    done = run_tool("-m", "shala_pl", "data-stats", "goemotions", fixtures_dir / "goemotions", "--taxonomy", "sentiment")
     assert json.loads(done.stdout)["labels"] == ["positive", "negative", "ambiguous", "neutral"]
-    done = run_tool("tools/data_stats.py", "synthetic", "--option", "n_examples=40", "--option", "n_annotators=10")
+    done = run_tool("-m", "shala_pl", "data-stats", "synthetic", "--option", "n_examples=40", "--option", "n_annotators=10")
     stats = json.loads(done.stdout)
     assert (stats["n_examples"], stats["total_votes"]) == (40, 400)
 
@@ -92,24 +91,21 @@ def test_data_stats_tool_exits_2_on_bad_data_and_skips_on_request(fixtures_dir, 
     lines = (fixtures_dir / "chaosnli" / "chaosNLI_snli.jsonl").read_text(encoding="utf-8").splitlines()
     lines[4] = lines[4].replace('"label_counter": {', '"label_counter": {"x": 3, ')
     bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    done = run_tool("tools/data_stats.py", "chaosnli_snli", bad)
+    done = run_tool("-m", "shala_pl", "data-stats", "chaosnli_snli", bad)
     assert done.returncode == 2 and done.stdout == ""
     assert "chaosNLI_snli.jsonl:5: field 'label_counter'" in done.stderr
-    done = run_tool("tools/data_stats.py", "chaosnli_snli", bad, "--on-invalid", "skip")
+    done = run_tool("-m", "shala_pl", "data-stats", "chaosnli_snli", bad, "--on-invalid", "skip")
     stats = json.loads(done.stdout)
     assert (stats["n_examples"], stats["skipped"]) == (11, {"unknown_label": 1})
 
 
-# -- tools/download_data.py ---------------------------------------------------------------------------------------
+# -- shala-pl download-data --------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def downloader():
-    spec = importlib.util.spec_from_file_location("download_data", REPO / "tools" / "download_data.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    from shala_pl.commands import download_data
+
+    return download_data
 
 
 def make_zip(path, members: dict):
@@ -164,7 +160,7 @@ def snli_zip(tmp_path, fixtures_dir):
 def test_download_checks_the_sha256_then_extracts(tmp_path, snli_zip):
     url, sha256 = snli_zip
     dest = tmp_path / "data"
-    done = run_tool("tools/download_data.py", "snli", dest, "--url", url, "--sha256", sha256)
+    done = run_tool("-m", "shala_pl", "download-data", "snli", dest, "--url", url, "--sha256", sha256)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in dest.iterdir()) == ["snli_1.0"]  # the archive is removed after extraction
     assert len(load_source("snli", dest / "snli_1.0" / "snli_1.0_dev.jsonl").examples) == 1277
@@ -196,7 +192,7 @@ def test_an_unreachable_url_says_offline_and_exits_3(downloader, tmp_path, capsy
 
 
 def test_msp_podcast_explains_the_licence_and_downloads_nothing(tmp_path):
-    done = run_tool("tools/download_data.py", "msp_podcast", tmp_path / "msp")
+    done = run_tool("-m", "shala_pl", "download-data", "msp_podcast", tmp_path / "msp")
     assert done.returncode == 0 and "licence" in done.stdout and "utdallas.edu" in done.stdout
     assert not (tmp_path / "msp").exists()
 

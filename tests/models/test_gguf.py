@@ -1,4 +1,4 @@
-"""GGUF -> Hugging Face directory, offline: ``shala_pl.models.gguf`` and ``tools/get_model.py``.
+"""GGUF -> Hugging Face directory, offline: ``shala_pl.models.gguf`` and ``shala-pl get-model``.
 
 The GGUF files are written here from a tiny Llama (``gguf_writer.py``), in F32 and in Q8_0, so the whole path runs
 without a download: transformers' GGUF loader (metadata, tokenizer, q/k un-permutation, dequantization), the
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -30,7 +29,6 @@ from shala_pl.models.gguf import convert_gguf, load_gguf  # noqa: E402
 from shala_pl.models.tiny import build_tiny_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-GET_MODEL = REPO / "tools" / "get_model.py"
 NAME = "smollm2-135m-instruct"
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Premise: A man is playing a guitar on stage. Answer: red.",
          "<|im_start|>user\nWhich label fits?<|im_end|>\n", "  spaces, digits 12345 and ünïcödé  "]
@@ -68,18 +66,14 @@ def sha256(path: Path) -> str:
 
 
 def load_get_model():
-    """``tools/get_model.py`` as a module (registered first: its dataclass looks its module up)."""
-    name = "get_model_under_test"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, GET_MODEL)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    from shala_pl.commands import get_model
+
+    return get_model
 
 
 def run_get_model(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(GET_MODEL), NAME, *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "shala_pl", "get-model", NAME, *args], cwd=REPO,
+                          capture_output=True, text=True,
                           timeout=120)
 
 
@@ -157,7 +151,7 @@ def test_convert_gguf_in_bfloat16_and_rejects_other_dtypes(gguf_files, tmp_path)
     assert not (tmp_path / "fp16").exists()
 
 
-# --- tools/get_model.py --------------------------------------------------------------------------------------------
+# --- shala-pl get-model ---------------------------------------------------------------------------------------------
 
 
 def test_get_model_refuses_a_gguf_with_the_wrong_sha256(gguf_files, tmp_path):

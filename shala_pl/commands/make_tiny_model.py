@@ -1,4 +1,8 @@
-"""Build a tiny causal LM and its locally trained tokenizer: ``python tools/make_tiny_model.py OUT_DIR``."""
+"""Build a tiny causal LM and its locally trained tokenizer: ``shala-pl make-tiny-model OUT_DIR``.
+
+The quickstart (``shala-pl fit --config quickstart``) trains ``artifacts/tiny-qwen2`` under the current folder:
+``shala-pl make-tiny-model artifacts/tiny-qwen2`` builds it (seconds, offline).
+"""
 
 import argparse
 from pathlib import Path
@@ -7,7 +11,8 @@ from shala_pl.models.tiny import build_tiny_model
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="shala-pl make-tiny-model", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--architecture", choices=["qwen2", "llama"], default="qwen2")
     parser.add_argument("--hidden-size", type=int, default=64)

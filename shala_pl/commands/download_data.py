@@ -1,6 +1,6 @@
 """Download a public data source's official release files (on a machine with internet access).
 
-    python tools/download_data.py {chaosnli,snli,mnli,goemotions,msp_podcast} DEST [--url URL ...]
+    shala-pl download-data {chaosnli,snli,mnli,goemotions,msp_podcast} DEST [--url URL ...]
         [--sha256 HEX ...] [--no-verify] [--timeout SECONDS]
 
 Each file is checked against a sha256 before it is used: the pinned one below where a published value exists,
@@ -185,7 +185,8 @@ def fetch(name: str, dest: Path, urls: Sequence[str], sha256s: Sequence[Optional
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="shala-pl download-data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=[*DATASETS, "msp_podcast"])
     parser.add_argument("dest", type=Path, help="folder to download into")
     parser.add_argument("--url", action="append", help="replace the URL(s), one per file, in order (e.g. a mirror)")

@@ -1,8 +1,8 @@
 """Summary statistics of a vote-data source, as one JSON object.
 
-    python tools/data_stats.py snli tests/fixtures/snli_1.0_test_part.jsonl
-    python tools/data_stats.py goemotions data/goemotions --taxonomy ekman --on-invalid skip
-    python tools/data_stats.py synthetic --option n_examples=500 --option seed=3
+    shala-pl data-stats snli tests/fixtures/snli_1.0_test_part.jsonl
+    shala-pl data-stats goemotions data/goemotions --taxonomy ekman --on-invalid skip
+    shala-pl data-stats synthetic --option n_examples=500 --option seed=3
 
 ``--option key=value`` passes a source option; the value is read as JSON when it parses (``true``, ``3``,
 ``["Train"]``), else as a plain string. Bad data or options: the message on stderr and exit code 2.
@@ -31,7 +31,8 @@ def parse_option(text: str) -> tuple[str, object]:
 def main(argv=None) -> int:
     options = "\n".join(f"  {name:<18} {', '.join(f'{k}={v!r}' for k, v in source_options(name).items()) or '-'}"
                         for name in SOURCE_NAMES)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = argparse.ArgumentParser(prog="shala-pl data-stats", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=f"each source's options (--option, or data.source_options in a config), "
                                             f"with their defaults:\n{options}")
     parser.add_argument("source", choices=SOURCE_NAMES)
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
     try:
         result = load_source(args.source, args.path, on_invalid=args.on_invalid, **options)
     except (ValueError, TypeError, OSError) as error:  # DataError is a ValueError
-        print(f"data_stats: {error}", file=sys.stderr)
+        print(f"shala-pl data-stats: {error}", file=sys.stderr)
         return 2
     print(json.dumps(data_stats(result), indent=2))
     return 0
