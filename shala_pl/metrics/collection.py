@@ -21,6 +21,7 @@ from typing import Optional
 from torch import Tensor
 from torchmetrics import MetricCollection
 
+from shala_pl.metrics.agreement import ContestedAUROC, EntropyCorrelation, LabelCorrelation
 from shala_pl.metrics.classification import MajorityAccuracy, MajorityF1, MultiLabelF1
 from shala_pl.metrics.distribution import (EntropyBinnedJSD, HumanEntropy, JensenShannonDistance, KLDivergence,
                                            ModelEntropy)
@@ -61,8 +62,12 @@ class EvalMetrics(MetricCollection):
 
 
 def build_eval_metrics(num_labels: int, multilabel: bool = False, entropy_bins: int = 3) -> EvalMetrics:
-    """Keys: jsd, kl, accuracy, f1_macro, f1_micro, f1_weighted, entropy_model, entropy_human, (f1_multilabel),
-    and, when ``entropy_bins`` > 0, the binned JSD (flattened by ``compute``)."""
+    """Keys: jsd, kl, accuracy, f1_macro, f1_micro, f1_weighted, entropy_model, entropy_human, entropy_corr,
+    label_corr, contested_auroc, (f1_multilabel), and, when ``entropy_bins`` > 0, the binned JSD (flattened by
+    ``compute``)."""
+    # the three per-example agreement metrics keep the same (model, human) rows: one state for all three
+    agreement = {"entropy_corr": EntropyCorrelation(), "label_corr": LabelCorrelation(),
+                 "contested_auroc": ContestedAUROC()}
     metrics = {
         "jsd": JensenShannonDistance(),
         "kl": KLDivergence(),
@@ -72,6 +77,7 @@ def build_eval_metrics(num_labels: int, multilabel: bool = False, entropy_bins: 
         "f1_weighted": MajorityF1(num_labels, average="weighted"),
         "entropy_model": ModelEntropy(),
         "entropy_human": HumanEntropy(),
+        **agreement,
     }
     if multilabel:
         metrics["f1_multilabel"] = MultiLabelF1(num_labels)
@@ -79,7 +85,7 @@ def build_eval_metrics(num_labels: int, multilabel: bool = False, entropy_bins: 
         metrics[BINNED_JSD] = EntropyBinnedJSD(entropy_bins, num_labels)
     # Explicit groups: automatic grouping would merge any two metrics whose states happen to match after the
     # first batch (e.g. JSD and KL when the model equals the humans), sharing state from then on.
-    return EvalMetrics(metrics, compute_groups=[["f1_macro", "f1_micro", "f1_weighted"]])
+    return EvalMetrics(metrics, compute_groups=[["f1_macro", "f1_micro", "f1_weighted"], list(agreement)])
 
 
 def compute_flat(metrics: EvalMetrics) -> dict[str, float]:
