@@ -218,7 +218,7 @@ def test_bare_subcommand_points_at_the_quickstart():
     assert "lightning" not in imported and "torch" not in imported
 
 
-@pytest.mark.parametrize("command", [("-m", "shala_pl", "--help"), ("tools/evaluate.py", "--help"),
+@pytest.mark.parametrize("command", [("-m", "shala_pl", "--help"), ("-m", "shala_pl.commands.evaluate", "--help"),
                                      ("tools/data_stats.py", "--help")], ids=" ".join)
 def test_help_answers_without_importing_torch(command):
     out, imported, _ = run_importtime(*command)

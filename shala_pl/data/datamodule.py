@@ -60,7 +60,7 @@ class VoteDataModule(LightningDataModule):
     split), ``uid`` (list of str), ``is_padding`` [B].
 
     ``predict`` writes ``predict_split``: ``test`` (default), ``val``, ``train``, or ``all`` (every example read, in
-    file order, each uid once: what ``tools/evaluate.py`` expects when given the whole data file).
+    file order, each uid once: what ``shala_pl.commands.evaluate`` expects when given the whole data file).
     """
 
     def __init__(

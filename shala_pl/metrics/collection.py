@@ -1,4 +1,4 @@
-"""The evaluation metric set used for every stage and by ``tools/evaluate.py``.
+"""The evaluation metric set used for every stage and by ``shala_pl.commands.evaluate``.
 
 Usage in a LightningModule::
 
