@@ -32,7 +32,7 @@ from shala_pl.help import subcommand_description
 from shala_pl.modules.base import VoteModule
 from shala_pl import checks
 
-SUMMARY_METRICS = ("jsd", "kl", "f1_macro", "accuracy")
+SUMMARY_METRICS = ("jsd", "kl", "f1_macro", "accuracy", "entropy_corr", "contested_auroc")
 DEFAULT_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
 
 
