@@ -93,6 +93,13 @@ def run_command(run_config: Path, method: str, spec: dict, overrides: list[str] 
             *overrides]
 
 
+def chosen_methods(text: Optional[str], default: tuple) -> list[str]:
+    """``--methods`` as a list of model-based methods (default: ``default``); constants named there are dropped,
+    as every table has them anyway."""
+    names = [m.strip() for m in text.split(",") if m.strip()] if text else list(default)
+    return [m for m in names if m not in BASELINES]
+
+
 def quiet() -> None:
     import lightning.pytorch  # noqa: F401  (sets its loggers' levels on import: import first, then override)
     import transformers
@@ -460,7 +467,7 @@ def plot(sections: list[tuple[str, dict]], out: Path, split: str = "test") -> No
     import matplotlib.pyplot as plt
 
     sections = [(name, section) for name, section in sections if section.get("methods")]
-    fig, axes = plt.subplots(1, len(sections), figsize=(8 * len(sections), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(sections), figsize=(9.5 * len(sections), 4.8), squeeze=False)
     for ax, (name, section) in zip(axes[0], sections):
         methods = list(section["methods"])
         n_bins = len([k for k in section["methods"][methods[0]] if k.startswith("jsd_bin") and not k.endswith("_std")])
@@ -470,7 +477,7 @@ def plot(sections: list[tuple[str, dict]], out: Path, split: str = "test") -> No
             xs = [b + (i - (len(methods) - 1) / 2) * width for b in range(n_bins)]
             ys = [entry[f"jsd_bin{b}"] if entry[f"jsd_bin{b}"] is not None else float("nan") for b in range(n_bins)]
             errs = [entry.get(f"jsd_bin{b}_std") or 0.0 for b in range(n_bins)]
-            ax.bar(xs, ys, width, yerr=errs, label=method, capsize=2,
+            ax.bar(xs, ys, width, yerr=errs, label=method, capsize=2, color=plt.cm.tab20(i % 20),
                    hatch="//" if method in BASELINES else None)
         if section.get("noise_floor_bins"):
             for b, floor in enumerate(section["noise_floor_bins"]):
@@ -484,7 +491,7 @@ def plot(sections: list[tuple[str, dict]], out: Path, split: str = "test") -> No
                             f"n={entry0.get(f'n_bin{b}', float('nan')):.0f}" for b in range(n_bins)])
         ax.set_ylabel(f"JS distance to human votes ({split})")
         ax.set_title(f"{name}: {section['steps']} steps, {len(section['seeds'])} seed(s)")
-        ax.legend(fontsize=6, ncol=3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle("JSD by human-entropy bin (lower is better; hatched: constants fitted on the training split; "
                  "error bars: std over seeds)", fontsize=9)
     fig.tight_layout()

@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, help="optimizer steps on every dataset (default from the profile)")
     parser.add_argument("--datasets", default="synthetic,snli", help="comma-separated: synthetic, snli")
     parser.add_argument("--methods", default=None, help="comma-separated subset of the methods (default: all; "
-                        "the real profile's --quick: zero_shot, sft_soft, grpo_majority, shala, shala_exact)")
+                        "the real profile's --quick: zero_shot, sft_soft, grpo_majority, shala, shala_exact); the "
+                        "constants are always there, so '--methods best_constant' runs only them")
     real = parser.add_argument_group("real profiles (a pretrained LLM on a vote file; see tools/benchmark_real.py)")
     real.add_argument("--profile", choices=("synthetic", "real", "real-long"), default="synthetic")
     real.add_argument("--model", type=Path, help="the model directory (e.g. artifacts/smollm2-135m-instruct)")
@@ -238,7 +239,7 @@ def plan(args, parser) -> Plan:
     profile = PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
     seeds = list(range(args.seeds if args.seeds is not None else profile.seeds))
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    methods = [m.strip() for m in (args.methods or ",".join(shared.METHODS)).split(",") if m.strip()]
+    methods = shared.chosen_methods(args.methods, shared.METHODS)
     unknown = sorted(set(methods) - set(shared.METHODS)) + sorted(set(datasets) - set(DATASETS))
     if unknown:
         parser.error(f"unknown method(s)/dataset(s): {unknown}")

@@ -361,8 +361,9 @@ def settings_lines(settings: dict, steps: int, section: dict) -> list[str]:
              f"- data: `{settings['source']}` from `{settings['data']}`; seeded sample (seed {settings['split_seed']})"
              f" split into {section['n_train']} train / {section['n_val']} validation / {section['n_test']} test"
              + (f"; training adds the pairs of `{settings['train_extra']}`" if settings.get("train_extra") else ""),
-             f"- tuning: {settings['how']}", "", "| method | seed | candidate | val JSD | val F1 | chosen |",
-             "|---|---:|---|---:|---:|:---:|"]
+             f"- tuning: {settings['how']}"]
+    if any(entry["sweep"] for per_seed in settings["sweeps"].values() for entry in per_seed.values()):
+        lines += ["", "| method | seed | candidate | val JSD | val F1 | chosen |", "|---|---:|---|---:|---:|:---:|"]
     for method, per_seed in settings["sweeps"].items():
         for seed, entry in per_seed.items():
             for candidate in entry["sweep"]:
@@ -419,7 +420,7 @@ def parse_real(args, parser) -> tuple[RealProfile, list[str], list[int]]:
     profile = REAL_PROFILES[name]
     if args.steps is not None:
         profile = dataclasses.replace(profile, steps=args.steps, epochs=None)
-    methods = [m.strip() for m in args.methods.split(",")] if args.methods else list(profile.methods)
+    methods = shared.chosen_methods(args.methods, profile.methods)
     unknown = sorted(set(methods) - set(shared.METHODS))
     if unknown:
         parser.error(f"unknown method(s) for the real profile: {unknown}; choose from {shared.METHODS}")
