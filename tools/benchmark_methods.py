@@ -5,6 +5,8 @@
 
     python tools/benchmark_methods.py --profile real --model DIR --source SOURCE --data PATH [--quick | --smoke]
         [--seeds N] [--json OUT] [--plot OUT.png] [--markdown README.md]   (see tools/benchmark_real.py)
+    python tools/benchmark_methods.py --profile real-long --model DIR --source SOURCE --data PATH
+        [--train-extra SNLI.jsonl] [--cache-dir DIR] ...   (whole epochs, 3 seeds, runs cached on disk)
 
 Methods: every ``configs/method/<name>.yaml``, each composed with ``configs/quickstart.yaml`` exactly as on the
 command line (zero_shot, sft_majority, sft_soft, grpo_forward_kl, grpo_majority, grpo_vote_share, shala,
