@@ -39,7 +39,7 @@ from shala_pl.precision import cpu_precision
 from shala_pl.modules.base import VoteModule
 from shala_pl import checks
 
-SUMMARY_METRICS = ("jsd", "kl", "f1_macro", "accuracy")
+SUMMARY_METRICS = ("jsd", "kl", "f1_macro", "accuracy", "entropy_corr", "contested_auroc")
 DEFAULT_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
 VERSIONED_LOGGERS = ("TensorBoardLogger", "CSVLogger")  # they keep <save_dir>/<name>/version_N themselves
 

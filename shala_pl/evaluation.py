@@ -319,3 +319,30 @@ def export_chaosnli(path: Union[str, Path], examples: Sequence[VoteExample], pre
                     model_name: str) -> None:
     Path(path).write_text(json.dumps(chaosnli_document(examples, predictions, model_name)) + "\n",
                           encoding="utf-8")
+
+
+# --- several runs ------------------------------------------------------------------------------------------------
+
+def mean_and_std(values: Sequence[Optional[float]]) -> tuple[Optional[float], Optional[float]]:
+    """Mean and sample standard deviation (n - 1) of the defined values; std 0 for one value, (None, None) for
+    none (e.g. a correlation undefined for every run)."""
+    defined = [float(v) for v in values if v is not None and not math.isnan(v)]
+    if not defined:
+        return None, None
+    mean = sum(defined) / len(defined)
+    if len(defined) == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in defined) / (len(defined) - 1))
+
+
+def summarise_runs(runs: Sequence[dict]) -> dict:
+    """Several scored runs of one method (e.g. seeds) -> ``{"n_runs", "mean": {metric: ...}, "std": {...}}`` over
+    the numeric metrics of ``evaluate_predictions``; a metric a run could not define (None) is left out of its
+    mean."""
+    names = [name for name, value in runs[0].items()
+             if name not in ("n", "missing_predictions", "extra_predictions", "bin_edges")
+             and (value is None or isinstance(value, (int, float))) and not isinstance(value, bool)]
+    mean, std = {}, {}
+    for name in names:
+        mean[name], std[name] = mean_and_std([run.get(name) for run in runs])
+    return {"n_runs": len(runs), "n": runs[0]["n"], "mean": mean, "std": std}

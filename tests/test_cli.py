@@ -1,6 +1,7 @@
 """The LightningCLI entry point: every config parses, data decides what the model is told, optimizers see only
 trainable parameters."""
 
+import math
 import os
 import signal
 import subprocess
@@ -221,7 +222,7 @@ def test_bare_subcommand_points_at_the_quickstart():
     assert "lightning" not in imported and "torch" not in imported
 
 
-@pytest.mark.parametrize("command", [("-m", "shala_pl", "--help"), ("tools/evaluate.py", "--help"),
+@pytest.mark.parametrize("command", [("-m", "shala_pl", "--help"), ("-m", "shala_pl", "evaluate", "--help"),
                                      ("-m", "shala_pl", "data-stats", "--help")], ids=" ".join)
 def test_help_answers_without_importing_torch(command):
     out, imported, _ = run_importtime(*command)
@@ -288,12 +289,15 @@ def test_fit_ends_with_validation_before_and_after_for_each_readout(tiny_model_d
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split()[1:] for line in out.split("vs human votes)\n", 1)[1].splitlines()[1:]
             if line.strip() and not line.startswith(("logs:", "checkpoints:", "exported"))}
+    shown = ("jsd", "kl", "f1_macro", "accuracy", "entropy_corr", "contested_auroc")
     if len(readouts) == 1:
-        assert list(rows) == ["jsd", "kl", "f1_macro", "accuracy"]
+        assert list(rows) == list(shown)
     else:  # one block per readout; the sampling readout's parse failures next to its metrics
-        assert list(rows) == ["jsd", "kl", "f1_macro", "accuracy"] + [
-            f"sampling/{m}" for m in ("jsd", "kl", "f1_macro", "accuracy", "invalid_rate")]
-    assert all(len(values) == 2 and all(0 <= float(v) for v in values) for values in rows.values())
+        assert list(rows) == list(shown) + [f"sampling/{m}" for m in (*shown, "invalid_rate")]
+    assert all(len(values) == 2 for values in rows.values())
+    for name, values in rows.items():  # a correlation lies in [-1, 1] (nan for a constant prediction)
+        low = -1.0 if name.endswith("entropy_corr") else 0.0
+        assert all(math.isnan(float(v)) or low <= float(v) for v in values), name
 
 
 # -- stops around fit --------------------------------------------------------------------------------------------------

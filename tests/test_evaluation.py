@@ -1,6 +1,5 @@
-"""tools/evaluate.py and shala_pl.evaluation: ChaosNLI's scoring conventions, formats, and failure modes."""
+"""``shala_pl.commands.evaluate`` (``shala-pl evaluate``) and shala_pl.evaluation: ChaosNLI's scoring conventions, formats, and failure modes."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -10,6 +9,7 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy as scipy_entropy
 
+from shala_pl.commands import evaluate as tool
 from shala_pl.data.example import DataError, VoteExample
 from shala_pl.evaluation import (UidMismatchError, chaosnli_order, evaluate_predictions, label_index,
                                  read_predictions)
@@ -24,23 +24,15 @@ def vote_example(uid: str, votes: tuple, majority: int, labels: tuple = NLI) -> 
                        majority=majority)
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("evaluate_tool", REPO / "tools" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def run_tool(monkeypatch, capsys):
-    """Runs the CLI's main in-process on the given examples (None: read --data with the real source reader);
-    returns (exit status, parsed stdout, stderr)."""
-    tool = load_tool()
+    """Runs the command's main in-process with ``--json`` on the given examples (None: read --data with the real
+    source reader); returns (exit status, parsed stdout, stderr)."""
 
     def run(examples, *args):
         if examples is not None:
             monkeypatch.setattr(tool, "load_examples", lambda source, path: list(examples))
-        status = tool.main(list(args))
+        status = tool.main([*args, "--json"])
         out, err = capsys.readouterr()
         return status, (json.loads(out) if status == 0 else None), err
 
@@ -405,3 +397,57 @@ def test_snli_end_to_end(tmp_path, run_tool):
     status, again, err = run_tool(None, *common, "--predictions", str(exported))
     assert status == 0, err
     assert again == {**result, "model": "pred"}  # exported under the predictions file's stem
+
+
+# --- the readable table, several files, agreement metrics ---------------------------------------------------------
+
+def test_scores_say_whether_the_model_tracks_which_pairs_are_contested(tmp_path, run_tool):
+    # human entropies: h1 0, h2 H(.8, .2) = 0.500, h3 H(.2, .3, .5) = 1.030; the model's: h1 H(.5, .5) = 0.693,
+    # h2 H(.4, .4, .2) = 1.055, h3 1.030 (the humans' own), so the model ranks h2 above the contested h3
+    status, result, _ = run_tool(HAND_EXAMPLES, "--source", "snli", "--data", "unused",
+                                 "--predictions", write_jsonl(tmp_path / "p.jsonl", HAND_JSONL))
+    assert status == 0
+    model_h = [math.log(2), -(0.8 * math.log(0.4) + 0.2 * math.log(0.2)), scipy_entropy([0.2, 0.3, 0.5])]
+    human_h = [0.0, scipy_entropy([0.8, 0.2]), scipy_entropy([0.2, 0.3, 0.5])]
+    assert result["entropy_corr"] == pytest.approx(np.corrcoef(model_h, human_h)[0, 1], abs=1e-9)
+    # top third of 3 pairs: h3 alone; its model entropy is above h1's and below h2's -> AUROC 1/2
+    assert result["contested_auroc"] == pytest.approx(0.5)
+
+
+def several_runs(tmp_path) -> list[str]:
+    """Two seeds of a method that predicts the humans exactly (JSD 0) or nearly, and one uniform predictor."""
+    exact = [{"uid": e.uid, "probs": list(e.distribution)} for e in HAND_EXAMPLES]
+    near = [{"uid": e.uid, "probs": [0.9 * p + 0.1 / 3 for p in e.distribution]} for e in HAND_EXAMPLES]
+    uniform = [{"uid": e.uid, "probs": [1 / 3] * 3} for e in HAND_EXAMPLES]
+    return [f"good={write_jsonl(tmp_path / 'a.jsonl', exact)}", f"good={write_jsonl(tmp_path / 'b.jsonl', near)}",
+            write_jsonl(tmp_path / "uniform.jsonl", uniform)]
+
+
+def test_several_files_give_mean_and_std_per_method(tmp_path, run_tool):
+    files = several_runs(tmp_path)
+    status, result, _ = run_tool(HAND_EXAMPLES, "--source", "snli", "--data", "unused", "--predictions", *files)
+    assert status == 0
+    assert list(result["methods"]) == ["good", "uniform"]
+    good = result["methods"]["good"]
+    assert good["n_runs"] == 2 and good["files"] == [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+    jsds = [run["jsd"] for run in good["runs"]]
+    assert jsds[0] == pytest.approx(0.0, abs=1e-6) and jsds[1] > 0.01
+    assert good["mean"]["jsd"] == pytest.approx(np.mean(jsds)) and good["std"]["jsd"] == pytest.approx(
+        np.std(jsds, ddof=1))
+    uniform = result["methods"]["uniform"]
+    assert uniform["n_runs"] == 1 and uniform["std"]["jsd"] == 0.0
+    assert uniform["mean"]["entropy_corr"] is None  # a constant prediction: the correlation is undefined
+
+
+def test_the_default_output_is_a_table_with_the_per_bin_view(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tool, "load_examples", lambda source, path: list(HAND_EXAMPLES))
+    assert tool.main(["--source", "snli", "--data", "unused", "--predictions", *several_runs(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "snli: 3 pairs scored; mean ± std over each method's runs"
+    assert lines[2].split()[:4] == ["method", "runs", "JSD", "KL"] and "contested AUROC" in lines[2]
+    good = next(line for line in lines if line.startswith("good"))
+    uniform = next(line for line in lines if line.startswith("uniform"))
+    assert good.split()[1] == "2" and "±" in good and "n/a" in uniform  # uniform's entropy_corr is undefined
+    assert "JSD by bin of normalised human entropy" in out
+    assert any(line.startswith("[0.67, 1.00]") for line in lines)  # the last bin is closed

@@ -1,4 +1,4 @@
-"""``predict`` writes JSONL that ``tools/evaluate.py`` scores to the same numbers as ``test``."""
+"""``predict`` writes JSONL that ``shala_pl.commands.evaluate`` scores to the same numbers as ``test``."""
 
 import json
 import subprocess
@@ -38,8 +38,8 @@ def test_predict_round_trips_through_evaluate(tiny_model_dir, tmp_path):
 
     # evaluate.py scores the whole file, so restrict the data to the test split's uids via --allow-missing
     out = subprocess.run(
-        [sys.executable, "tools/evaluate.py", "--source", "snli", "--data", str(SNLI), "--predictions", str(preds),
-         "--allow-missing"],
+        [sys.executable, "-m", "shala_pl.commands.evaluate", "--source", "snli", "--data", str(SNLI),
+         "--predictions", str(preds), "--allow-missing", "--json"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr
@@ -56,7 +56,7 @@ CHAOSNLI = REPO / "tests/fixtures/chaosnli/chaosNLI_snli.jsonl"
 
 def test_readme_real_data_steps_score_what_predict_wrote(tiny_model_dir, tmp_path):
     """The README's steps on a ChaosNLI file: fit, predict (--data.predict_split all, and the default test split),
-    then tools/evaluate.py on the whole data file, as written."""
+    then shala_pl.commands.evaluate on the whole data file, as written."""
     data = ["--data.source", "chaosnli_snli", "--data.path", str(CHAOSNLI), "--data.source_options", "{}"]
     assert main(small_quickstart_run(tiny_model_dir, tmp_path, 1, *data, "--trainer.limit_val_batches", "0")) == 0
 
@@ -68,8 +68,8 @@ def test_readme_real_data_steps_score_what_predict_wrote(tiny_model_dir, tmp_pat
         return [json.loads(line)["uid"] for line in path.read_text().splitlines()]
 
     def evaluate(path, *extra):
-        return subprocess.run([sys.executable, "tools/evaluate.py", "--source", "chaosnli_snli", "--data",
-                               str(CHAOSNLI), "--predictions", str(path), *extra],
+        return subprocess.run([sys.executable, "-m", "shala_pl.commands.evaluate", "--source", "chaosnli_snli",
+                               "--data", str(CHAOSNLI), "--predictions", str(path), "--json", *extra],
                               cwd=REPO, capture_output=True, text=True, timeout=120)
 
     every = [json.loads(line)["uid"] for line in CHAOSNLI.read_text().splitlines()]

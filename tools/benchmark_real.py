@@ -1,61 +1,78 @@
-"""The real profile of ``tools/benchmark_methods.py``: a pretrained LLM on a real vote file, fair baselines.
+"""The real profiles of ``tools/benchmark_methods.py``: a pretrained LLM on a real vote file, fair baselines.
 
     python tools/benchmark_methods.py --profile real --model DIR --source SOURCE --data PATH [--quick | --smoke]
         [--seeds N] [--steps N] [--methods a,b] [--json OUT] [--plot OUT.png] [--markdown README.md]
+    python tools/benchmark_methods.py --profile real-long --model DIR --source SOURCE --data PATH
+        [--train-extra SNLI.jsonl] [--cache-dir DIR] ...
 
-Every run is ``configs/smollm2/chaosnli_mnli.yaml`` (LoRA r=16 on the attention projections, float32, CPU, label
-mode, batches of 8 prompts) composed with ``configs/method/<name>.yaml``, with ``--model``, ``--source`` and
-``--data`` put in: the same model, LoRA settings and number of optimizer steps for every trained method.
+Every run is ``configs/smollm2/chaosnli_mnli.yaml`` (its LoRA settings, precision, label mode, batches of 8 prompts)
+composed with ``configs/method/<name>.yaml``, with ``--model``, ``--source`` and ``--data`` put in: the same model,
+LoRA settings and number of optimizer steps for every trained method. Next to them, three constants fitted on the
+training split only (``uniform``, ``train_mean``, ``best_constant``) and each row's skill and paired-bootstrap JSD
+difference (see ``tools/benchmark_methods.py``).
 
 Data: a seeded sample of the file (``--split-seed``), split at random into train / validation / test by the
-project's DataModule. The test split is used once, for the chosen run of each method; nothing is chosen on it.
+project's DataModule. ``--train-extra`` adds an SNLI file's pairs to the training split only (written in the
+source's ChaosNLI format beside the sample, with the split's validation and test files unchanged). The test split
+is used once per chosen run; nothing is chosen on it.
 
-Fair tuning: every trained method gets the same candidates (learning rates; SHALA's weighting strength on top in
-the full profile, at its best learning rate), each trained for the same number of steps, scored on the validation
-split by JSD; the best candidate's model is the one tested. The sweep and every candidate's validation score are
-written to the JSON's ``settings`` and the markdown.
+Fair tuning: on seed 0 every trained method gets the same candidates (learning rates; in the full profile SHALA's
+weighting strength on top, at its best learning rate), each trained for the same number of steps and scored on the
+validation split by JSD; the other seeds run the candidate seed 0 chose. The sweep and every candidate's validation
+score are written to the JSON's ``settings`` and the markdown.
+
+``real-long``: every method on the whole training split for several epochs (the same number of steps for all),
+three seeds at the learning rate chosen on seed 0. Each finished candidate and test is kept under ``--cache-dir``
+keyed by (method, seed, settings), so an interrupted profile continues where it stopped.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 import os
 import random
 import shlex
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+
+import yaml
 
 import benchmark_common as shared
 
 REAL_RUN_CONFIG = shared.REPO / "configs" / "smollm2" / "chaosnli_mnli.yaml"
-REAL_METHODS = shared.METHODS + ("shala_exact",)
 QUICK_METHODS = ("zero_shot", "sft_soft", "grpo_majority", "shala", "shala_exact")
 WEIGHTED = ("shala", "shala_exact")  # methods whose weighting strength is swept (full profile)
-REAL_START, REAL_END = "<!-- benchmark_real:start -->", "<!-- benchmark_real:end -->"
 NOISE_FLOOR_MIN_VOTES = 20  # below this, resampling the votes says more about the resampling than the data
+NLI_CODES = {"entailment": "e", "neutral": "n", "contradiction": "c"}
 
 
 @dataclass
 class RealProfile:
     name: str
     seeds: int
-    steps: int
     n_train: int
     n_val: int
     n_test: int
     learning_rates: tuple
+    steps: Optional[int] = None  # optimizer steps per run; or
+    epochs: Optional[int] = None  # passes over the training split (steps = epochs x batches per epoch)
     strengths: tuple = ()  # extra weighting strengths tried at the best learning rate (WEIGHTED methods)
     # a best learning rate at an end of the grid is not known to be the best: try up to this many more beyond that end
     # (the grid's outer ratio each time), the same rule for every method
     edge_extensions: int = 1
-    methods: tuple = REAL_METHODS
+    methods: tuple = shared.METHODS
     batch_size: int = 8
     eval_batch_size: int = 16
-    extra: dict = field(default_factory=dict)
+    cached: bool = False  # keep finished runs on disk by default (--cache-dir overrides)
+
+    def steps_for(self, n_train: int) -> int:
+        return self.steps if self.epochs is None else self.epochs * math.ceil(n_train / self.batch_size)
 
 
 REAL_PROFILES = {
@@ -65,10 +82,14 @@ REAL_PROFILES = {
                          learning_rates=(1e-4, 5e-4), methods=QUICK_METHODS),
     "full": RealProfile("full", seeds=3, steps=150, n_train=1000, n_val=150, n_test=449,
                         learning_rates=(5e-5, 1.5e-4, 5e-4), strengths=(0.5, 2.0)),
+    # the whole 1,599 ChaosNLI-MNLI pairs: 1000 train (each seen 4 times), 150 validation, 449 test
+    "long": RealProfile("long", seeds=3, epochs=4, n_train=1000, n_val=150, n_test=449,
+                        learning_rates=(3e-5, 1e-4, 3e-4), cached=True),
     # shape only (CI): a tiny model, a dozen pairs, one candidate
     "smoke": RealProfile("smoke", seeds=1, steps=2, n_train=6, n_val=3, n_test=3, learning_rates=(1e-4,),
                          eval_batch_size=8, batch_size=4, edge_extensions=0),
 }
+DEFAULT_CACHE = shared.REPO / "runs" / "benchmark_cache"
 
 
 # -- data --------------------------------------------------------------------------------------------------------------
@@ -89,6 +110,38 @@ def data_args(source: str, path: Path, val_fraction: float, test_fraction: float
             "--data.split=random", "--data.split_seed=0", f"--data.val_fraction={val_fraction:.6f}",
             f"--data.test_fraction={test_fraction:.6f}", f"--data.batch_size={profile.batch_size}",
             f"--data.eval_batch_size={profile.eval_batch_size}"]
+
+
+def chaosnli_record(example) -> dict:
+    """An NLI VoteExample as a ChaosNLI line (what the chaosnli_* sources read)."""
+    codes = [NLI_CODES[label] for label in example.labels]
+    return {"uid": example.uid, "label_counter": {c: int(v) for c, v in zip(codes, example.votes)},
+            "majority_label": codes[example.majority],
+            "example": {"uid": example.uid, "premise": example.fields["premise"],
+                        "hypothesis": example.fields["hypothesis"]}}
+
+
+def with_train_extra(common: list[str], data, sample: Path, extra: Path, out_dir: Path) -> list[str]:
+    """Data arguments whose training file is the split's training pairs plus ``extra``'s SNLI pairs, validation and
+    test the split's own (``data.split: files``)."""
+    from shala_pl.data.sources import load_source
+
+    lines = {json.loads(line)["uid"]: line for line in sample.read_text().splitlines() if line.strip()}
+    extra_examples = load_source("snli", extra).examples
+    clash = sorted({ex.uid for ex in extra_examples} & set(lines))
+    if clash:
+        raise SystemExit(f"error: --train-extra {extra}: uids also in --data: {clash[:5]}")
+    paths = {}
+    for split in ("train", "val", "test"):
+        paths[split] = out_dir / f"{split}.jsonl"
+        rows = [lines[ex.uid] for ex in data.examples(split)]
+        if split == "train":
+            rows += [json.dumps(chaosnli_record(ex)) for ex in extra_examples]
+        paths[split].write_text("\n".join(rows) + "\n")
+    keep = [a for a in common if not a.startswith(("--data.path=", "--data.split=", "--data.val_fraction=",
+                                                   "--data.test_fraction=", "--data.split_seed="))]
+    return keep + ["--data.split=files", f"--data.path={paths['train']}", f"--data.val_path={paths['val']}",
+                   f"--data.test_path={paths['test']}"]
 
 
 def bootstrap_noise_floor(human_votes: list[list[float]], draws: int = 200, seed: int = 0) -> Optional[float]:
@@ -113,26 +166,60 @@ def bootstrap_noise_floor(human_votes: list[list[float]], draws: int = 200, seed
     return float(torch.stack(values).mean())
 
 
-def data_facts(args_common: list[str], model_dir: str) -> dict:
+def build_data(args_common: list[str], model_dir: str):
+    """The DataModule and trainer the runs get (the zero-shot config: nothing trained)."""
     from shala_pl.cli import cli_main
 
-    cli_args = ["--config", str(REAL_RUN_CONFIG), "--config", str(shared.method_config("zero_shot")),
-                f"--model.init_args.name_or_path={model_dir}", "--trainer.logger=false", *args_common]
-    data = cli_main(cli_args, run=False).datamodule
+    cli = cli_main(["--config", str(REAL_RUN_CONFIG), "--config", str(shared.method_config("zero_shot")),
+                    f"--model.init_args.name_or_path={model_dir}", "--trainer.logger=false", *args_common],
+                   run=False)
+    return cli.datamodule, cli.trainer
+
+
+def data_facts(data) -> dict:
     test = data.examples("test")
-    votes = [list(ex.votes) for ex in test]
     return {"n_train": len(data.examples("train")), "n_val": len(data.examples("val")), "n_test": len(test),
             "votes_per_example": sorted({int(round(ex.total_votes)) for ex in test}), "labels": data.label_names,
-            "noise_floor_jsd": bootstrap_noise_floor(votes), "noise_floor_bins": None}
+            "noise_floor_jsd": bootstrap_noise_floor([list(ex.votes) for ex in test]), "noise_floor_bins": None}
+
+
+def lora_description(config: Path = REAL_RUN_CONFIG) -> str:
+    lora = yaml.safe_load(config.read_text())["model"]["init_args"].get("lora")
+    if not lora:
+        return f"none (full fine-tuning; {config.relative_to(shared.REPO)})"
+    options = ", ".join(f"{k}={'/'.join(v) if isinstance(v, list) else v}" for k, v in lora.items())
+    return f"{options} ({config.relative_to(shared.REPO)})"
+
+
+# -- the run cache -----------------------------------------------------------------------------------------------------
+class RunCache:
+    """Finished candidates and tests as JSON files named by a hash of what determines them: the method's and the
+    run config's text, the seed, the candidate, the command line (temporary paths left out) and the data's bytes."""
+
+    def __init__(self, folder: Optional[Path], data_digest: str, tmp: str):
+        self.folder, self.data_digest, self.tmp = folder, data_digest, tmp
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def key(self, what: str, method: str, seed: int, command: list[str]) -> str:
+        material = {"what": what, "method": method, "seed": seed, "data": self.data_digest,
+                    "configs": [REAL_RUN_CONFIG.read_text(), shared.method_config(method).read_text()],
+                    "command": [a.replace(self.tmp, "<tmp>") for a in command]}
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:24]
+
+    def get(self, key: str) -> Optional[dict]:
+        if self.folder is None or not (self.folder / f"{key}.json").exists():
+            return None
+        return json.loads((self.folder / f"{key}.json").read_text())
+
+    def put(self, key: str, value: dict) -> None:
+        if self.folder is not None:
+            path = self.folder / f"{key}.json"
+            path.with_suffix(".tmp").write_text(json.dumps(value))
+            path.with_suffix(".tmp").replace(path)  # a run stopped mid-write leaves no half file
 
 
 # -- candidates and runs -----------------------------------------------------------------------------------------------
-def lr_candidates(method: str, profile: RealProfile) -> list[dict]:
-    if method in shared.EVAL_ONLY:
-        return [{}]
-    return [{"lr": lr} for lr in profile.learning_rates]
-
-
 def lr_beyond_edge(tried: list[float], best: float) -> Optional[float]:
     """The next learning rate past the end of ``tried`` (sorted) that ``best`` sits at, spaced by the ratio of that
     end's two values; None when ``best`` is inside the grid or there is only one value."""
@@ -152,111 +239,131 @@ def candidate_args(candidate: dict) -> list[str]:
     return args
 
 
-def cli_args(spec: dict, candidate: dict) -> list[str]:
-    args = ["--config", str(REAL_RUN_CONFIG), "--config", str(shared.method_config(spec["method"])),
-            *shared.trainer_args(spec)]  # validation off inside fit: train_candidate validates after it
-    if spec["method"] in shared.SUPERVISED:
-        args.append("--trainer.gradient_clip_val=1.0")  # GRPOModule clips at 1.0 itself
-    return args + candidate_args(candidate)
+class MethodRuns:
+    """One method on one seed: train candidates (validation off inside fit), score each on the validation split,
+    test the chosen one; every finished step kept in the cache."""
 
+    def __init__(self, spec: dict, cache: RunCache):
+        self.spec, self.cache = spec, cache
+        self.live: Optional[tuple] = None  # (candidate, (trainer, model, data)) of the best trained candidate
+        self.precision: Optional[str] = None
 
-def train_candidate(spec: dict, candidate: dict) -> tuple[dict, tuple]:
-    """Train one candidate; its validation metrics and (trainer, model, data) for testing it later."""
-    from shala_pl.cli import cli_main
+    def command(self, candidate: dict) -> list[str]:
+        return shared.run_command(REAL_RUN_CONFIG, self.spec["method"], self.spec, candidate_args(candidate))
 
-    cli = cli_main(cli_args(spec, candidate), run=False)
-    trainer, model, data = cli.trainer, cli.model, cli.datamodule
-    start = time.perf_counter()
-    if spec["method"] not in shared.EVAL_ONLY:
-        trainer.fit(model, datamodule=data)
-    train_s = time.perf_counter() - start
-    trainer.limit_val_batches = 1.0
-    val = {k.split("/")[-1]: float(v) for k, v in trainer.validate(model, datamodule=data, verbose=False)[0].items()}
-    return {**candidate, "val_jsd": val["jsd"], "val_f1_macro": val["f1_macro"], "train_s": round(train_s, 2),
-            "global_step": int(trainer.global_step)}, (trainer, model, data)
+    def _train(self, candidate: dict) -> tuple:
+        from shala_pl.cli import cli_main
 
+        cli = cli_main(self.command(candidate), run=False)
+        trainer, model, data = cli.trainer, cli.model, cli.datamodule
+        self.precision = str(trainer.precision)
+        start = time.perf_counter()
+        if self.spec["method"] not in shared.EVAL_ONLY:
+            trainer.fit(model, datamodule=data)
+        return time.perf_counter() - start, (trainer, model, data)
 
-def run_method(spec: dict) -> dict:
-    """Sweep a method's candidates on the validation split, then test the best one: a dict of numbers."""
-    shared._quiet()
-    Path(spec["workdir"]).mkdir(parents=True, exist_ok=True)
-    if spec["method"] in shared.EVAL_ONLY:  # nothing to choose: no validation pass either
-        best_candidate, sweep, (trainer, model, data) = {}, [], _build(spec)
-    else:
-        sweep, best_candidate, trainer, model, data = _sweep(spec, lr_candidates(spec["method"], spec["profile"]))
-        for _ in range(spec["profile"].edge_extensions):
-            beyond = lr_beyond_edge(sorted(c["lr"] for c in sweep), best_candidate["lr"])
+    def validate(self, candidate: dict) -> dict:
+        key = self.cache.key("val", self.spec["method"], self.spec["seed"], self.command(candidate))
+        scores = self.cache.get(key)
+        if scores is None:
+            train_s, objects = self._train(candidate)
+            trainer, model, data = objects
+            trainer.limit_val_batches = 1.0
+            val = {k.split("/")[-1]: float(v)
+                   for k, v in trainer.validate(model, datamodule=data, verbose=False)[0].items()}
+            scores = {**candidate, "val_jsd": val["jsd"], "val_f1_macro": val["f1_macro"],
+                      "train_s": round(train_s, 2), "global_step": int(trainer.global_step)}
+            self.cache.put(key, scores)
+            if self.live is None or scores["val_jsd"] < self.live[2]:
+                self.live = (candidate, objects, scores["val_jsd"])
+        print(f"    {self.spec['method']} seed {self.spec['seed']} {candidate}: val jsd {scores['val_jsd']:.4f} "
+              f"f1 {scores['val_f1_macro']:.3f} ({scores['train_s']:.0f}s)", flush=True)
+        return scores
+
+    def sweep(self, candidates: list[dict]) -> tuple[list[dict], dict]:
+        scored = [self.validate(candidate) for candidate in candidates]
+        return scored, min(scored, key=lambda s: s["val_jsd"])
+
+    def choose(self) -> tuple[list[dict], dict]:
+        """Seed 0's sweep: the grid, its edge extensions, then (full profile) the weighting strengths."""
+        profile = self.spec["profile"]
+        sweep, best = self.sweep([{"lr": lr} for lr in profile.learning_rates])
+        for _ in range(profile.edge_extensions):
+            beyond = lr_beyond_edge(sorted(c["lr"] for c in sweep), best["lr"])
             if beyond is None:
                 break
-            sweep_more, challenger, *objects = _sweep(spec, [{"lr": beyond}])
-            sweep += sweep_more
-            if challenger["val_jsd"] >= best_candidate["val_jsd"]:
+            more, challenger = self.sweep([{"lr": beyond}])
+            sweep += more
+            if challenger["val_jsd"] >= best["val_jsd"]:
                 break
-            best_candidate, (trainer, model, data) = challenger, tuple(objects)
-        if spec["method"] in WEIGHTED and spec["profile"].strengths:
-            more = [{"lr": best_candidate["lr"], "strength": s} for s in spec["profile"].strengths]
-            sweep_more, challenger, *objects = _sweep(spec, more)
-            sweep += sweep_more
-            if challenger["val_jsd"] < best_candidate["val_jsd"]:
-                best_candidate, (trainer, model, data) = challenger, tuple(objects)
-    result = shared.test_metrics(trainer, model, data)
-    return {"dataset": spec["dataset"], "method": spec["method"], "seed": spec["seed"], "steps": spec["steps"],
-            "global_step": int(trainer.global_step), "train_s": sum(c["train_s"] for c in sweep),
-            "chosen": {k: v for k, v in best_candidate.items() if k in ("lr", "strength")}, "sweep": sweep,
-            **result}
+            best = challenger
+        if self.spec["method"] in WEIGHTED and profile.strengths:
+            more, challenger = self.sweep([{"lr": best["lr"], "strength": s} for s in profile.strengths])
+            sweep += more
+            if challenger["val_jsd"] < best["val_jsd"]:
+                best = challenger
+        return sweep, best
+
+    def run(self, chosen: Optional[dict]) -> dict:
+        """Sweep (``chosen`` None, trained methods) or run ``chosen``; then test the chosen candidate."""
+        if self.spec["method"] in shared.EVAL_ONLY:
+            sweep, candidate = [], {}
+        elif chosen is None:
+            sweep, best = self.choose()
+            candidate = {k: best[k] for k in ("lr", "strength") if k in best}
+        else:
+            sweep, candidate = [self.validate(chosen)], chosen
+        key = self.cache.key("test", self.spec["method"], self.spec["seed"], self.command(candidate))
+        result = self.cache.get(key)
+        if result is None:
+            if self.live is not None and self.live[0] == candidate:
+                trainer, model, data = self.live[1]
+            else:  # evaluation only, or the chosen candidate's model came from the cache: train it again (seeded)
+                _, (trainer, model, data) = self._train(candidate)
+            result = {"global_step": int(trainer.global_step), "precision": self.precision,
+                      **shared.test_metrics(trainer, model, data)}
+            self.cache.put(key, result)
+        self.live = None
+        return {"dataset": self.spec["dataset"], "method": self.spec["method"], "seed": self.spec["seed"],
+                "steps": self.spec["steps"], "train_s": sum(c["train_s"] for c in sweep), "chosen": candidate,
+                "sweep": sweep, **result}
 
 
-def _build(spec: dict) -> tuple:
-    from shala_pl.cli import cli_main
-
-    cli = cli_main(cli_args(spec, {}), run=False)
-    return cli.trainer, cli.model, cli.datamodule
-
-
-def _sweep(spec: dict, candidates: list[dict]) -> tuple:
-    """Train each candidate, keep the one with the lowest validation JSD (only it stays in memory)."""
-    sweep, best, best_objects = [], None, None
-    for candidate in candidates:
-        scores, objects = train_candidate(spec, candidate)
-        sweep.append(scores)
-        print(f"    {spec['method']} seed {spec['seed']} {candidate}: val jsd {scores['val_jsd']:.4f} "
-              f"f1 {scores['val_f1_macro']:.3f} ({scores['train_s']:.0f}s)", flush=True)
-        if best is None or scores["val_jsd"] < best["val_jsd"]:
-            best, best_objects = scores, objects
-    return (sweep, best, *best_objects)
-
-
-# -- the bar and the outputs -------------------------------------------------------------------------------------------
-def real_bar(methods: dict) -> dict:
-    """The issue's bar on the real profile (means over seeds)."""
+# -- the bar -----------------------------------------------------------------------------------------------------------
+def real_bar(methods: dict, matrices: dict) -> dict:
+    """The issue's bar on the real profile: JSD claims from the paired bootstrap, F1 on means."""
     checks = {}
+    if "shala" in methods and "best_constant" in methods:
+        checks["jsd_below_best_constant"] = shared.ci_check(matrices, "shala", "best_constant")
     if "shala" in methods and "grpo_majority" in methods:
         s, g = methods["shala"], methods["grpo_majority"]
-        checks["jsd_at_most_0.75x_grpo_majority"] = {"holds": s["jsd"] <= 0.75 * g["jsd"], "shala": s["jsd"],
-                                                     "limit": 0.75 * g["jsd"]}
-        checks["f1_within_0.02_of_grpo_majority"] = {"holds": s["f1_macro"] >= g["f1_macro"] - 0.02,
-                                                     "shala": s["f1_macro"], "grpo_majority": g["f1_macro"]}
+        checks["jsd_at_most_0.75x_grpo_majority"] = shared.ci_check(matrices, "shala", "grpo_majority", 0.75)
+        checks["f1_within_0.02_of_grpo_majority"] = shared.point_check(
+            s["f1_macro"] >= g["f1_macro"] - 0.02, shala=s["f1_macro"], grpo_majority=g["f1_macro"])
     if "shala" in methods and "zero_shot" in methods:
-        checks["jsd_below_zero_shot"] = {"holds": methods["shala"]["jsd"] < methods["zero_shot"]["jsd"],
-                                         "shala": methods["shala"]["jsd"], "zero_shot": methods["zero_shot"]["jsd"]}
-    if "sft_soft" in methods:
-        soft = methods["sft_soft"]
-        for name in ("shala", "shala_exact"):
-            if name in methods:
-                m = methods[name]
-                checks[f"{name}_at_or_below_sft_soft_jsd_with_f1_not_lower"] = {
-                    "holds": m["jsd"] <= soft["jsd"] and m["f1_macro"] >= soft["f1_macro"], name: m["jsd"],
-                    "sft_soft": soft["jsd"], f"{name}_f1": m["f1_macro"], "sft_soft_f1": soft["f1_macro"]}
+        checks["jsd_below_zero_shot"] = shared.ci_check(matrices, "shala", "zero_shot")
+    for name in ("shala", "shala_exact"):
+        if name in methods and "sft_soft" in methods:
+            checks[f"{name}_jsd_below_sft_soft"] = shared.ci_check(matrices, name, "sft_soft")
+            checks[f"{name}_f1_not_below_sft_soft"] = shared.point_check(
+                methods[name]["f1_macro"] >= methods["sft_soft"]["f1_macro"], **{
+                    name: methods[name]["f1_macro"], "sft_soft": methods["sft_soft"]["f1_macro"]})
+    if "shala" in methods and "shala_unweighted" in methods:
+        checks["weighting_beats_unweighted_on_ambiguous_third"] = shared.ci_check(
+            matrices, "shala", "shala_unweighted", rows=matrices["_top"])
     return checks
 
 
-def settings_lines(settings: dict) -> list[str]:
-    lines = [f"- model: `{settings['model']}`; LoRA {settings['lora']}; {settings['steps']} optimizer steps of "
-             f"{settings['batch_size']} prompts for every trained method",
+# -- outputs -----------------------------------------------------------------------------------------------------------
+def settings_lines(settings: dict, steps: int, section: dict) -> list[str]:
+    lines = [f"- model: `{settings['model']}`; LoRA {settings['lora']}; precision `{settings['precision']}`; "
+             f"{steps} optimizer steps of {settings['batch_size']} prompts for every trained method",
              f"- data: `{settings['source']}` from `{settings['data']}`; seeded sample (seed {settings['split_seed']})"
-             f" split into {settings['n_train']} train / {settings['n_val']} validation / {settings['n_test']} test",
-             f"- tuning: {settings['how']}", "", "| method | seed | candidate | val JSD | val F1 | chosen |",
-             "|---|---:|---|---:|---:|:---:|"]
+             f" split into {section['n_train']} train / {section['n_val']} validation / {section['n_test']} test"
+             + (f"; training adds the pairs of `{settings['train_extra']}`" if settings.get("train_extra") else ""),
+             f"- tuning: {settings['how']}"]
+    if any(entry["sweep"] for per_seed in settings["sweeps"].values() for entry in per_seed.values()):
+        lines += ["", "| method | seed | candidate | val JSD | val F1 | chosen |", "|---|---:|---|---:|---:|:---:|"]
     for method, per_seed in settings["sweeps"].items():
         for seed, entry in per_seed.items():
             for candidate in entry["sweep"]:
@@ -267,108 +374,116 @@ def settings_lines(settings: dict) -> list[str]:
     return lines
 
 
-def markdown_section(result: dict) -> str:
-    section = result["real"]
-    lines = ["Generated by `tools/benchmark_methods.py --profile real` (do not edit by hand; re-run the command "
-             "below).", "", f"- command: `{result['command']}`", f"- machine: {result['machine']}",
-             f"- time taken: {result['elapsed_s']:.0f} s ({result['elapsed_s'] / 60:.1f} min), profile "
-             f"`{result['profile']}`",
-             f"- metrics on the held-out test split ({section['n_test']} pairs), `label_probs` readout; mean ± std "
-             f"over seeds {result['seeds']}; 'JSD amb.1/3' = the most ambiguous third by human vote entropy",
-             *settings_lines(result["settings"]), "", shared.format_table(section, True, markdown=True), ""]
-    if section.get("noise_floor_jsd") is not None:
-        lines += ["(noise floor: mean JSD between each test pair's votes and a resample of as many votes from them)",
-                  ""]
-    if result.get("bar"):
-        lines += ["Bar (real profile, means over seeds):", ""]
-        for check, value in result["bar"].items():
-            numbers = ", ".join(f"{k} {v:.4f}" for k, v in value.items() if k != "holds")
-            lines.append(f"- {check}: **{'holds' if value['holds'] else 'does not hold'}** ({numbers})")
-        lines.append("")
-    if result.get("plot"):
-        lines += [f"![JSD by human-entropy bin]({result['plot']})", ""]
-    return "\n".join(lines)
+def write_outputs(result: dict, args) -> None:
+    if args.plot:
+        shared.plot([(result["dataset"], result)], args.plot)
+        result["plot"] = os.path.relpath(args.plot, args.markdown.parent) if args.markdown else str(args.plot)
+    if args.json:
+        shared.write_json(result, args.json)
+    if args.markdown:
+        notes = ["(noise floor: mean JSD between each test pair's votes and a resample of as many votes from "
+                 "them)", ""] if result.get("noise_floor_jsd") is not None else []
+        body = shared.markdown_body(result, [(result["dataset"], result)],
+                                    [*notes, *settings_lines(result["settings"], result["steps"], result), ""])
+        shared.write_page(args.markdown, body, (shared.REAL_START, shared.REAL_END), "Results on a real LLM",
+                          after=shared.RESULTS_END)
 
 
-def write_markdown(result: dict, out: Path) -> None:
-    """Replace the text between ``REAL_START``/``REAL_END`` in ``out``; without them, add a "Results on a real LLM"
-    section after the synthetic results (``shared.RESULTS_END``) or at the end."""
-    text = markdown_section(result)
-    existing = out.read_text() if out.exists() else ""
-    if REAL_START in existing and REAL_END in existing:
-        before, rest = existing.split(REAL_START, 1)
-        new = before + REAL_START + "\n" + text + "\n" + REAL_END + rest.split(REAL_END, 1)[1]
-    else:
-        block = f"\n## Results on a real LLM\n\n{REAL_START}\n{text}\n{REAL_END}\n"
-        if shared.RESULTS_END in existing:
-            head, tail = existing.split(shared.RESULTS_END, 1)
-            first, newline, rest = tail.partition("\n")
-            new = head + shared.RESULTS_END + first + newline + block + rest
-        else:
-            new = existing + block
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(new)
-
-
-# -- main --------------------------------------------------------------------------------------------------------------
+# -- parse / plan / run / report ---------------------------------------------------------------------------------------
 def main_real(args, parser, argv) -> int:
     started = time.perf_counter()
-    shared._quiet()
+    shared.quiet()
     import torch
 
-    profile = REAL_PROFILES["smoke" if args.smoke else "quick" if args.quick else "full"]
-    if args.steps is not None:
-        profile = dataclasses.replace(profile, steps=args.steps)
-    methods = [m.strip() for m in args.methods.split(",")] if args.methods else list(profile.methods)
-    unknown = sorted(set(methods) - set(REAL_METHODS))
-    if unknown:
-        parser.error(f"unknown method(s) for the real profile: {unknown}; choose from {REAL_METHODS}")
-    if not args.model or not args.source or not args.data:
-        parser.error("--profile real needs --model, --source and --data")
-    seeds = list(range(args.seeds if args.seeds is not None else profile.seeds))
+    profile, methods, seeds = parse_real(args, parser)
     # one run at a time: the 135M model uses every core (the tiny smoke model gains nothing from more)
     torch.set_num_threads(args.threads if args.smoke else len(os.sched_getaffinity(0)))
     tmp = tempfile.TemporaryDirectory(prefix="shala-bench-real-")
-    sample, val_fraction, test_fraction = sample_file(Path(args.data), profile, args.split_seed,
-                                                      Path(tmp.name) / "sample.jsonl")
-    common = data_args(args.source, sample, val_fraction, test_fraction, profile, json.loads(args.source_options))
-    facts = data_facts(common, str(args.model))
+    common, data, trainer, sample = plan_data(args, profile, Path(tmp.name))
+    facts = data_facts(data)
+    steps = profile.steps_for(facts["n_train"])
+    cache_dir = args.cache_dir or (DEFAULT_CACHE if profile.cached else None)
+    cache = RunCache(cache_dir, hashlib.sha256(sample.read_bytes()).hexdigest(), tmp.name)
     print(f"real profile {profile.name}: {facts['n_train']} train / {facts['n_val']} val / {facts['n_test']} test "
-          f"pairs, {profile.steps} steps, methods {methods}, seeds {seeds}", flush=True)
-    runs = []
-    for method in methods:
-        for seed in seeds:
-            spec = {"dataset": args.source, "method": method, "seed": seed, "steps": profile.steps,
-                    "model_dir": str(args.model), "data_args": common, "profile": profile,
-                    "workdir": str(Path(tmp.name) / "runs" / method / f"seed{seed}")}
-            run = run_method(spec)
-            runs.append(run)
-            print(f"[{time.perf_counter() - started:6.0f}s] {method:<18} seed {seed} {run['chosen']}: test jsd "
-                  f"{run['jsd']:.4f} f1 {run['f1_macro']:.3f} amb.1/3 {run['jsd_top_entropy']:.4f}", flush=True)
-    section = {**facts, "steps": profile.steps, "seeds": seeds, "dataset": args.source,
-               "methods": shared.aggregate(runs, methods),
-               "runs": [{k: v for k, v in r.items() if k != "sweep"} for r in runs]}
-    result = {
-        "profile": f"real-{profile.name}", "dataset": args.source, "seeds": seeds, "machine": shared.machine(),
-        "command": "python tools/benchmark_methods.py " + " ".join(shlex.quote(a) for a in argv),
-        "methods": section["methods"], "noise_floor_jsd": facts["noise_floor_jsd"], "steps": profile.steps,
-        "real": section, "bar": real_bar(section["methods"]),
-        "settings": settings(args, profile, facts, runs, methods),
-    }
-    result["elapsed_s"] = round(time.perf_counter() - started, 1)
-    print()
-    print(shared.format_table(section, show_std=len(seeds) > 1))
-    for check, value in result["bar"].items():
-        print(f"bar: {check}: {'HOLDS' if value['holds'] else 'DOES NOT HOLD'}")
-    print(f"elapsed {result['elapsed_s']:.0f} s on {result['machine']}")
+          f"pairs, {steps} steps, methods {methods}, seeds {seeds}"
+          + (f", runs cached in {cache_dir}" if cache_dir else ""), flush=True)
+    runs = run_real(args, profile, methods, seeds, common, steps, cache, tmp.name, started)
+    result = report_real(args, argv, profile, methods, seeds, facts, steps, runs, data, str(trainer.precision),
+                         started)
     write_outputs(result, args)
     tmp.cleanup()
     return 0
 
 
-def settings(args, profile: RealProfile, facts: dict, runs: list[dict], methods: list[str]) -> dict:
-    how = (f"learning rate from {list(profile.learning_rates)} for every trained method, each candidate trained "
-           f"{profile.steps} steps and scored by JSD on the validation split; the lowest is tested")
+def parse_real(args, parser) -> tuple[RealProfile, list[str], list[int]]:
+    name = "long" if args.profile == "real-long" else "smoke" if args.smoke else "quick" if args.quick else "full"
+    profile = REAL_PROFILES[name]
+    if args.steps is not None:
+        profile = dataclasses.replace(profile, steps=args.steps, epochs=None)
+    methods = shared.chosen_methods(args.methods, profile.methods)
+    unknown = sorted(set(methods) - set(shared.METHODS))
+    if unknown:
+        parser.error(f"unknown method(s) for the real profile: {unknown}; choose from {shared.METHODS}")
+    if not args.model or not args.source or not args.data:
+        parser.error(f"--profile {args.profile} needs --model, --source and --data")
+    return profile, methods, list(range(args.seeds if args.seeds is not None else profile.seeds))
+
+
+def plan_data(args, profile: RealProfile, tmp: Path) -> tuple[list[str], object, object, Path]:
+    """The data arguments every run gets (with ``--train-extra`` folded into a training file), the DataModule they
+    give, its trainer (for the configured precision) and the sample."""
+    sample, val_fraction, test_fraction = sample_file(Path(args.data), profile, args.split_seed, tmp / "sample.jsonl")
+    common = data_args(args.source, sample, val_fraction, test_fraction, profile, json.loads(args.source_options))
+    data, trainer = build_data(common, str(args.model))
+    if args.train_extra:
+        common = with_train_extra(common, data, sample, args.train_extra, tmp)
+        data, trainer = build_data(common, str(args.model))
+        extra = args.train_extra.read_bytes()
+        sample.write_bytes(sample.read_bytes() + extra)  # the cache key covers the extra pairs too
+    return common, data, trainer, sample
+
+
+def run_real(args, profile, methods, seeds, common, steps, cache, tmp: str, started: float) -> list[dict]:
+    runs, chosen = [], {}
+    for method in methods:
+        for seed in seeds:
+            spec = {"dataset": args.source, "method": method, "seed": seed, "steps": steps,
+                    "model_dir": str(args.model), "data_args": common, "profile": profile,
+                    "workdir": str(Path(tmp) / "runs" / method / f"seed{seed}")}
+            Path(spec["workdir"]).mkdir(parents=True, exist_ok=True)
+            run = MethodRuns(spec, cache).run(chosen.get(method))
+            chosen.setdefault(method, run["chosen"])  # seed 0's choice for the other seeds
+            runs.append(run)
+            print(f"[{time.perf_counter() - started:6.0f}s] {method:<18} seed {seed} {run['chosen']}: test jsd "
+                  f"{run['jsd']:.4f} f1 {run['f1_macro']:.3f} amb.1/3 {run['jsd_top_entropy']:.4f}", flush=True)
+    return runs
+
+
+def report_real(args, argv, profile, methods, seeds, facts, steps, runs, data, precision, started) -> dict:
+    scored = data.examples("test")
+    constants, constant_runs = shared.baseline_runs(data.examples("train"), scored, args.source, "test")
+    every = constant_runs + runs
+    names = [*shared.BASELINES, *methods]
+    section = {"dataset": args.source, **facts, "steps": steps, "seeds": seeds, "constants": constants,
+               "methods": shared.aggregate(every, names)}
+    matrices = shared.add_evidence(section, every, scored)
+    section["bar"] = real_bar(section["methods"], matrices)
+    section["runs"] = [{k: v for k, v in r.items() if k != "sweep"} for r in shared.without_per_example(runs)]
+    result = {"profile": f"real-{profile.name}", "machine": shared.machine(),
+              "command": "python tools/benchmark_methods.py " + " ".join(shlex.quote(a) for a in argv),
+              **section, "settings": settings(args, profile, runs, methods, precision),
+              "elapsed_s": round(time.perf_counter() - started, 1)}
+    print()
+    print(shared.format_table(section, show_std=len(seeds) > 1))
+    print(*shared.bar_lines(section["bar"], markdown=False), sep="\n")
+    print(f"elapsed {result['elapsed_s']:.0f} s on {result['machine']}")
+    return result
+
+
+def settings(args, profile: RealProfile, runs: list[dict], methods: list[str], precision: str) -> dict:
+    how = (f"learning rate from {list(profile.learning_rates)} for every trained method on seed 0, each candidate "
+           "trained for the same steps and scored by JSD on the validation split; the lowest is tested, and the "
+           "other seeds run it")
     if profile.edge_extensions:
         how += (f"; a best rate at an end of the grid is followed by up to {profile.edge_extensions} more beyond "
                 "that end (the grid's outer ratio), kept while validation JSD improves")
@@ -376,27 +491,16 @@ def settings(args, profile: RealProfile, facts: dict, runs: list[dict], methods:
         how += (f"; for {', '.join(WEIGHTED)} also weighting strength {list(profile.strengths)} at the chosen "
                 "learning rate (1.0 otherwise)")
     else:
-        how += "; weighting strength fixed at 1.0 (swept in the full profile)"
+        how += "; weighting strength as in each method's config"
+    if profile.epochs:
+        how += f"; {profile.epochs} epochs over the training split"
     return {
         "model": str(args.model), "source": args.source, "data": str(args.data), "split_seed": args.split_seed,
-        "steps": profile.steps, "batch_size": profile.batch_size, "eval_batch_size": profile.eval_batch_size,
-        "lora": "r=16, alpha=32, q/k/v/o projections (configs/smollm2/chaosnli_mnli.yaml)",
-        "n_train": facts["n_train"], "n_val": facts["n_val"], "n_test": facts["n_test"],
+        "train_extra": str(args.train_extra) if args.train_extra else None,
+        "batch_size": profile.batch_size, "eval_batch_size": profile.eval_batch_size,
+        "lora": lora_description(), "precision": precision, "epochs": profile.epochs,
         "learning_rates": list(profile.learning_rates), "edge_extensions": profile.edge_extensions,
-        "strengths": list(profile.strengths),
-        "selection": "lowest validation JSD", "how": how,
-        "chosen": {m: [r["chosen"] for r in runs if r["method"] == m] for m in methods},
+        "strengths": list(profile.strengths), "selection": "lowest validation JSD", "how": how,
         "sweeps": {m: {str(r["seed"]): {"chosen": r["chosen"], "sweep": r["sweep"]} for r in runs
                        if r["method"] == m} for m in methods},
     }
-
-
-def write_outputs(result: dict, args) -> None:
-    if args.plot:
-        shared.plot(result, args.plot, names=("real",))
-        result["plot"] = os.path.relpath(args.plot, args.markdown.parent) if args.markdown else str(args.plot)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
-    if args.markdown:
-        write_markdown(result, args.markdown)

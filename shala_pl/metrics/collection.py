@@ -1,4 +1,4 @@
-"""The evaluation metric set used for every stage and by ``tools/evaluate.py``.
+"""The evaluation metric set used for every stage and by ``shala_pl.commands.evaluate``.
 
 Usage in a LightningModule::
 
@@ -21,6 +21,7 @@ from typing import Optional
 from torch import Tensor
 from torchmetrics import MetricCollection
 
+from shala_pl.metrics.agreement import ContestedAUROC, EntropyCorrelation, LabelCorrelation
 from shala_pl.metrics.classification import MajorityAccuracy, MajorityF1, MultiLabelF1
 from shala_pl.metrics.distribution import (EntropyBinnedJSD, HumanEntropy, JensenShannonDistance, KLDivergence,
                                            ModelEntropy, NonFinitePredictions)
@@ -62,8 +63,12 @@ class EvalMetrics(MetricCollection):
 
 
 def build_eval_metrics(num_labels: int, multilabel: bool = False, entropy_bins: int = 3) -> EvalMetrics:
-    """Keys: jsd, kl, accuracy, f1_macro, f1_micro, f1_weighted, entropy_model, entropy_human, nonfinite_predictions,
-    (f1_multilabel), and, when ``entropy_bins`` > 0, the binned JSD (flattened by ``compute``)."""
+    """Keys: jsd, kl, accuracy, f1_macro, f1_micro, f1_weighted, entropy_model, entropy_human, entropy_corr,
+    label_corr, contested_auroc, nonfinite_predictions, (f1_multilabel), and, when ``entropy_bins`` > 0, the binned
+    JSD (flattened by ``compute``)."""
+    # the three per-example agreement metrics keep the same (model, human) rows: one state for all three
+    agreement = {"entropy_corr": EntropyCorrelation(), "label_corr": LabelCorrelation(),
+                 "contested_auroc": ContestedAUROC()}
     metrics = {
         "jsd": JensenShannonDistance(),
         "kl": KLDivergence(),
@@ -73,6 +78,7 @@ def build_eval_metrics(num_labels: int, multilabel: bool = False, entropy_bins: 
         "f1_weighted": MajorityF1(num_labels, average="weighted"),
         "entropy_model": ModelEntropy(),
         "entropy_human": HumanEntropy(),
+        **agreement,
         NONFINITE: NonFinitePredictions(),
     }
     if multilabel:
@@ -81,7 +87,7 @@ def build_eval_metrics(num_labels: int, multilabel: bool = False, entropy_bins: 
         metrics[BINNED_JSD] = EntropyBinnedJSD(entropy_bins, num_labels)
     # Explicit groups: automatic grouping would merge any two metrics whose states happen to match after the
     # first batch (e.g. JSD and KL when the model equals the humans), sharing state from then on.
-    return EvalMetrics(metrics, compute_groups=[["f1_macro", "f1_micro", "f1_weighted"]])
+    return EvalMetrics(metrics, compute_groups=[["f1_macro", "f1_micro", "f1_weighted"], list(agreement)])
 
 
 def compute_flat(metrics: EvalMetrics) -> dict[str, float]:

@@ -28,6 +28,9 @@ Which reward optimises what:
   ``label`` mode and, in ``generate`` mode, each answer's leave-one-out histogram of the rest of its group
   (``leave_one_out_histogram``). ``shala_pl.rl.advantages.exact_label_advantages`` is its closed-form
   expectation over every label (``shala_exact``).
+- ``forward_kl``: r = p_k / pi(k|x), whose expected gradient is that of -KL(p || pi), forward KL (the
+  direction ``sft_soft`` follows in closed form): the sampled-gradient twin of soft-label cross-entropy
+  (``grpo_forward_kl``), for telling the KL direction from the sampling.
 - ``group_jsd``: each answer's leave-one-out improvement of JSD(histogram of the G answers, p). A set-level
   reward that also pushes the group histogram toward p; unbiased only as G grows.
 - ``vote_share`` (r = p_k) and ``majority`` (r = 1[k = majority]): baselines. Their expected values are
@@ -79,14 +82,25 @@ def _frequencies(counts: Tensor) -> Tensor:
     return torch.where(total > 0, counts / total.clamp(min=1e-12), uniform)
 
 
+def _policy_at_choice(policy_probs: Tensor, choices: Tensor) -> Tensor:
+    """pi at each answer's label, [B, G]: from one distribution per prompt [B, K] or one per answer [B, G, K]."""
+    if policy_probs.dim() == 3:
+        return policy_probs.gather(2, choices.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return _gather(policy_probs, choices)
+
+
 def log_score_reward(choices: Tensor, human: Tensor, policy_probs: Tensor, eps: float = 1e-3) -> Tensor:
     """log(p_k + eps) - log(pi_k + eps); ``human`` is [B, K], ``policy_probs`` [B, K] or, one estimate of pi per
     answer, [B, G, K]."""
-    if policy_probs.dim() == 3:
-        policy_at_choice = policy_probs.gather(2, choices.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # [B, G]
-    else:
-        policy_at_choice = _gather(policy_probs, choices)
-    return torch.log(_gather(human, choices) + eps) - torch.log(policy_at_choice + eps)
+    return torch.log(_gather(human, choices) + eps) - torch.log(_policy_at_choice(policy_probs, choices) + eps)
+
+
+def forward_kl_reward(choices: Tensor, human: Tensor, policy_probs: Tensor, eps: float = 1e-3) -> Tensor:
+    """p_k / (pi_k + eps): a sampled reward whose expected policy gradient is forward KL's. Under k ~ pi,
+    E[r_k grad log pi_k] = sum_k p_k grad log pi_k = -grad KL(p || pi) (exactly at eps = 0), the gradient soft-label
+    cross-entropy (``sft_soft``) follows in closed form; its expected value is 1 whatever pi is, so a group-mean
+    baseline leaves that gradient unchanged. ``policy_probs`` as for ``log_score_reward``."""
+    return _gather(human, choices) / (_policy_at_choice(policy_probs, choices) + eps)
 
 
 def vote_share_reward(choices: Tensor, human: Tensor) -> Tensor:
@@ -143,6 +157,7 @@ def group_jsd_reward(choices: Tensor, human: Tensor) -> Tensor:
 
 BUILTIN_REWARDS: dict[str, Callable[..., Tensor]] = {
     "log_score": log_score_reward,
+    "forward_kl": forward_kl_reward,
     "group_jsd": group_jsd_reward,
     "vote_share": vote_share_reward,
     "majority": majority_reward,

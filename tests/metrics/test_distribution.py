@@ -236,8 +236,9 @@ def test_collection_keys_and_flat_scalars():
     metrics.update(probs, human, majority, multilabel_target=(human >= 0.3).long())
     results = metrics.compute()
     assert set(results) == {"jsd", "kl", "accuracy", "f1_macro", "f1_micro", "f1_weighted", "entropy_model",
-                            "entropy_human", "nonfinite_predictions", "f1_multilabel", "jsd_bin0", "jsd_bin1", "jsd_bin2", "n_bin0",
-                            "n_bin1", "n_bin2"}
+                            "entropy_human", "entropy_corr", "label_corr", "contested_auroc", "nonfinite_predictions",
+                            "f1_multilabel",
+                            "jsd_bin0", "jsd_bin1", "jsd_bin2", "n_bin0", "n_bin1", "n_bin2"}
     assert all(value.ndim == 0 for value in results.values())
     assert sum(results[f"n_bin{i}"].item() for i in range(3)) == 12
     assert results["jsd"].item() == pytest.approx(reference("jsd", probs, human), abs=TOL)

@@ -51,8 +51,9 @@ def test_label_mode_says_temperature_does_not_apply():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"rewards": {"log_scor": 1.0}}, "model.init_args.rewards must be one of log_score, group_jsd, vote_share, "
-                                     "majority, format or an import path package.module.function, got 'log_scor'"),
+    ({"rewards": {"log_scor": 1.0}}, "model.init_args.rewards must be one of log_score, forward_kl, group_jsd, "
+                                     "vote_share, majority, format or an import path package.module.function, "
+                                     "got 'log_scor'"),
     ({"rewards": {"log_score": float("inf")}}, "rewards.log_score must be a finite weight"),
     ({"num_iterations": 0}, "num_iterations must be a positive integer, got 0"),
     ({"micro_batches": -1}, "micro_batches must be a positive integer, got -1"),

@@ -142,3 +142,25 @@ def test_generate_mode_estimator_keeps_p_nearly_stationary_where_add_one_drifts_
     assert add_one[0] > 0.09 and add_one[2] < -0.07  # the biased estimator's drift toward the mode
     assert loo.norm() < 0.2 * add_one.norm()
     assert abs(loo[2]) < 0.2 * abs(add_one[2])
+
+
+def test_forward_kl_reward_has_forward_kl_as_its_expected_gradient():
+    """Enumerating every label k ~ pi: E[r_k grad log pi_k] = -grad KL(p || pi), soft-label cross-entropy's
+    gradient, and not the reverse direction's."""
+    from shala_pl.rl.rewards import forward_kl_reward
+
+    logits = torch.tensor([[0.3, -1.2, 0.8]], dtype=torch.float64, requires_grad=True)
+    human = HUMAN.double()
+    policy = torch.softmax(logits, -1)
+    every_label = torch.arange(3).view(1, 3)
+    reward = forward_kl_reward(every_label, human, policy.detach(), eps=0.0)  # [1, K]: r for each label
+    surrogate = (policy.detach() * reward * torch.log_softmax(logits, -1)).sum()  # sum_k pi_k r_k log pi_k
+    (expected_gradient,) = torch.autograd.grad(surrogate, logits)
+
+    forward_kl = (human * (torch.log(human) - torch.log_softmax(logits, -1))).sum()
+    (forward_gradient,) = torch.autograd.grad(-forward_kl, logits)
+    torch.testing.assert_close(expected_gradient, forward_gradient)
+    reverse_kl = (policy * (torch.log_softmax(logits, -1) - torch.log(human))).sum()
+    (reverse_gradient,) = torch.autograd.grad(-reverse_kl, logits)
+    assert (expected_gradient - reverse_gradient).abs().max() > 0.05
+    assert (policy.detach() * reward).sum().item() == pytest.approx(1.0)  # E[r] = 1: a baseline changes nothing

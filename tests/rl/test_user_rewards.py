@@ -63,7 +63,7 @@ def user_module(tmp_path, monkeypatch):
 
 
 def test_builtins_are_registered_under_their_short_names():
-    assert REWARD_NAMES == ("log_score", "group_jsd", "vote_share", "majority", "format")
+    assert REWARD_NAMES == ("log_score", "forward_kl", "group_jsd", "vote_share", "majority", "format")
     assert all(resolve_reward(name) is BUILTIN_REWARDS[name] for name in REWARD_NAMES)
     assert resolve_reward("shala_pl.rl.rewards.vote_share_reward") is BUILTIN_REWARDS["vote_share"]
 
@@ -96,7 +96,8 @@ def test_a_user_reward_trains_from_the_command_line(tiny_model_dir, tmp_path, us
     assert {"train/reward_my_scoring.brier", "train/reward_format"} <= set(LOGGED)  # logged under the YAML name
 
 
-EXPECTED = "one of log_score, group_jsd, vote_share, majority, format or an import path package.module.function"
+EXPECTED = ("one of log_score, forward_kl, group_jsd, vote_share, majority, format or an import path "
+            "package.module.function")
 SIGNATURE = ("callables taking some of choices, human, policy_probs, majority by keyword (other parameters with "
              "defaults) and returning [B, G]")
 
