@@ -93,7 +93,7 @@ def subcommand_description(summary: str) -> str:
         "                         (compose: --config RUN --config METHOD)",
         f"strategies:              {names(config_files('strategy')) or '-'}",
         f"data.source:             {names(SOURCE_NAMES)}",
-        "                         (each source's data.source_options: python tools/data_stats.py --help)",
+        "                         (each source's data.source_options: shala-pl data-stats --help)",
         "model:                   --model.help GRPOModule | SFTModule | VoteModule (zero-shot) lists a method's options",
         f"model.rewards (weights): {names(REWARD_NAMES)}   e.g. --model.init_args.rewards '{{log_score: 1.0}}'",
         "                         or your own: --model.init_args.rewards '{my_pkg.my_module.brier: 1.0}' "

@@ -1,4 +1,4 @@
-"""The real instruct LLM end to end: SmolLM2-135M-Instruct, built by ``tools/get_model.py`` (CI builds it first).
+"""The real instruct LLM end to end: SmolLM2-135M-Instruct, built by ``shala-pl get-model`` (CI builds it first).
 
 Two label-mode and two generate-mode training steps with gradient checkpointing on, through the CLI and the
 project's configs, then the exported LoRA adapter loads with peft alone and gives the trained model's outputs.
@@ -21,7 +21,7 @@ CHAOSNLI_MNLI = REPO / "tests" / "fixtures" / "chaosnli" / "chaosNLI_mnli_m.json
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not (MODEL / "config.json").exists(),
-                       reason="no SmolLM2 directory: python tools/get_model.py smollm2-135m-instruct"),
+                       reason="no SmolLM2 directory: shala-pl get-model smollm2-135m-instruct"),
 ]
 
 

@@ -3,7 +3,7 @@
     python tools/bench_throughput.py [--vs-trl] [--lora] [--json OUT] [--steps N] [--warmup N] [--repeats N] [--quick]
     python tools/bench_throughput.py --model DIR [--data PATH --source NAME] [--verbalizers JSON] [--readout N] ...
 
-``--model DIR`` measures a model directory (e.g. SmolLM2-135M-Instruct from ``tools/get_model.py``) on the real task:
+``--model DIR`` measures a model directory (e.g. SmolLM2-135M-Instruct from ``shala-pl get-model``) on the real task:
 the prompts and label words of ``--source``/``--data`` (default: the SNLI sample in ``tests/fixtures``), with
 defaults sized for 2 CPU cores (B=4, G=8, T=16, 2 threads, 1 warm-up + 2 steps, 1 run). ``--verbalizers``
 overrides the label words (e.g. NLI's multi-token label names, to see what they cost in label mode).

@@ -1,4 +1,4 @@
-"""Summary numbers of a read source (what ``tools/data_stats.py`` prints)."""
+"""Summary numbers of a read source (what ``shala-pl data-stats`` prints)."""
 
 from __future__ import annotations
 
