@@ -45,7 +45,7 @@ class Experiment:
         then training, the closing validation, the ``hf_model/`` export and the summary); returns the closing
         validation's metrics (empty when the run was interrupted)."""
         self.cli.before_fit()
-        self.cli.fit(model=self.module, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        self.trainer.fit(self.module, datamodule=self.datamodule, ckpt_path=ckpt_path)
         self.cli.after_fit()
         return dict(self.cli.validation_after)
 

@@ -22,9 +22,15 @@ def fit_with_logger(tiny_model_dir, root: Path, *logger_args: str) -> None:
 def test_csv_logger_writes_figures_beside_metrics_csv_in_the_usual_run_folder(tiny_model_dir, tmp_path):
     root = tmp_path / "runs"
     fit_with_logger(tiny_model_dir, root, "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
-                    "--trainer.logger.save_dir", str(root))
+                    "--trainer.logger.save_dir", str(root), "--model.init_args.sample_table_every_n_steps", "1",
+                    "--trainer.log_every_n_steps", "1")
     run = root / "version_0"
     assert (run / "metrics.csv").is_file() and (run / "checkpoints/last.ckpt").is_file()
+    # the GRPO sample table of each training step, as a CSV file beside metrics.csv
+    tables = sorted(run.glob("rollout_samples-*.csv"))
+    assert [p.name for p in tables] == ["rollout_samples-step000000.csv", "rollout_samples-step000001.csv"]
+    header, first = tables[0].read_text().splitlines()[:2]
+    assert header == "uid,prompt (end),p,answer,label,reward" and first.split(",")[0]
     assert (run / "hf_model/config.json").is_file()
     figures = sorted(p.name for p in run.glob("*.png"))
     # validation after step 2 (the fit loop's point, step 1) and the closing validation (step 2)

@@ -612,14 +612,23 @@ def run_shala(settings: dict, clock: StepClock, profiler, mode: str, lora: bool)
     class MeasuredGRPOModule(GRPOModule):
         """Records completion lengths, shapes and each phase's time; everything else is the module as users run it."""
 
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            optimizer_step = self.update.step  # the whole update: micro-batch losses, backward, clipping, step
+
+            def timed_update(*step_args, **step_kwargs):
+                with phases.time("update"):
+                    return optimizer_step(*step_args, **step_kwargs)
+            self.update.step = timed_update
+
         def make_rollout(self, batch):
             with phases.time("rollout"):
-                rollout = super().make_rollout(batch)
+                rollout, training_logp = super().make_rollout(batch)
             phases.shapes.update(prompts=batch.prompt_ids.shape[0], prompt_len=batch.prompt_ids.shape[1])
             if rollout.completion_mask is not None:
                 lengths.append(float(rollout.completion_mask.sum(-1).float().mean()))
                 phases.shapes.update(rows=rollout.completion_mask.shape[0], answer_len=rollout.completion_mask.shape[1])
-            return rollout
+            return rollout, training_logp
 
         def micro_batch_loss(self, *args, **kwargs):
             with phases.time("loss_forward"):
@@ -628,10 +637,6 @@ def run_shala(settings: dict, clock: StepClock, profiler, mode: str, lora: bool)
         def manual_backward(self, loss, *args, **kwargs):
             with phases.time("backward"):
                 return super().manual_backward(loss, *args, **kwargs)
-
-        def optimization_step(self, *args, **kwargs):
-            with phases.time("update"):
-                return super().optimization_step(*args, **kwargs)
 
     class Clock(Callback):
         def on_train_start(self, trainer, pl_module):

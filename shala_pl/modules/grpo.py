@@ -19,12 +19,13 @@ from torch import Tensor
 
 from shala_pl.data.batch import VoteBatch
 from shala_pl.errors import ConfigValueError
+from shala_pl.media import log_table
 from shala_pl.modules.base import VoteModule
 from shala_pl import checks
 from shala_pl.rl.advantages import AdvantageScaling, exact_label_advantages, group_advantages
 from shala_pl.rl.losses import LossOutput, LossSettings
 from shala_pl.rl.modes import RolloutMode, rollout_mode
-from shala_pl.rl.monitoring import rank_metrics, reward_and_weight_metrics, sample_table
+from shala_pl.rl.monitoring import SAMPLE_COLUMNS, rank_metrics, reward_and_weight_metrics, sample_rows
 from shala_pl.rl.ranks import global_std
 from shala_pl.rl.rewards import compute_rewards, resolve_reward
 from shala_pl.rl.rollout import Rollout, RolloutSettings
@@ -58,7 +59,7 @@ class GRPOModule(VoteModule):
         gradient_clip_val: Clip the global gradient norm to this (None: measure it only).
         max_consecutive_nonfinite: Stop after this many updates in a row skipped for a non-finite loss or
             gradient (fp16 overflows never stop training).
-        sample_table_every_n_steps: Log a table of prompts, answers and rewards (TensorBoard text) every this many
+        sample_table_every_n_steps: Log a table of prompts, answers and rewards (to every logger) every this many
             training batches, at log steps; 0: never.
         disable_dropout: Dropout off in the policy, so the ratio is exactly 1 at the first iteration (the rollout
             and the loss then see one distribution); LoRA dropout needs it false.
@@ -319,12 +320,11 @@ class GRPOModule(VoteModule):
             "train/nonfinite_skipped": float(self.nonfinite_skipped),
             "train/lr": self.optimizers().param_groups[0]["lr"],
         }, on_step=True, on_epoch=False, batch_size=size)
-        experiment = getattr(self.logger, "experiment", None)
         step = self.trainer.fit_loop.epoch_loop._batches_that_stepped  # the step of this batch's scalars
         if (self.sample_table_every_n_steps and (step + 1) % self.sample_table_every_n_steps == 0
-                and hasattr(experiment, "add_text")):
-            experiment.add_text("rollout/samples", sample_table(self.tokenizer, batch, rollout, rewards,
-                                                                self.verbalizers, self.label_names), step)
+                and self.trainer.is_global_zero):
+            log_table(self.trainer, "rollout/samples", SAMPLE_COLUMNS,
+                      sample_rows(self.tokenizer, batch, rollout, rewards, self.verbalizers, self.label_names), step)
 
     def _is_log_step(self) -> bool:
         """Whether Lightning writes this batch's logged metrics, by its own batch counter, which counts every

@@ -59,13 +59,15 @@ def correlation(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum() / denom
 
 
-def sample_table(tokenizer, batch: VoteBatch, rollout: Rollout, rewards: Tensor, verbalizers: list[str],
-                 label_names: list[str], prompts: int = 2, answers: int = 4) -> str:
-    """A markdown table of a few prompts (their last characters, where the question is) with their answers,
-    labels and rewards."""
+SAMPLE_COLUMNS = ["uid", "prompt (end)", "p", "answer", "label", "reward"]
+
+
+def sample_rows(tokenizer, batch: VoteBatch, rollout: Rollout, rewards: Tensor, verbalizers: list[str],
+                label_names: list[str], prompts: int = 2, answers: int = 4) -> list[list]:
+    """A few prompts (their last characters, where the question is) with their answers, labels and rewards, one
+    row per answer in ``SAMPLE_COLUMNS`` order."""
     group = rollout.choices.shape[1]
-    cell = lambda text: text.replace("|", "/").replace("\n", " ").strip()  # noqa: E731
-    lines = ["| uid | prompt (end) | p | answer | label | reward |", "|---|---|---|---|---|---|"]
+    rows = []
     for b in range(min(prompts, rollout.choices.shape[0])):
         prompt = tokenizer.decode(batch.prompt_ids[b][batch.prompt_mask[b].bool()], skip_special_tokens=True)
         human = ", ".join(f"{x:.2f}" for x in batch.human[b].tolist())
@@ -73,6 +75,6 @@ def sample_table(tokenizer, batch: VoteBatch, rollout: Rollout, rewards: Tensor,
             choice = int(rollout.choices[b, g])
             text = rollout.texts[b * group + g] if rollout.texts else verbalizers[choice]
             label = label_names[choice] if choice >= 0 else "(invalid)"
-            lines.append(f"| {batch.uid[b]} | {cell(prompt)[-160:] if g == 0 else ''} | {human} | "
-                         f"{cell(text)[:120]} | {label} | {float(rewards[b, g]):.3f} |")
-    return "\n".join(lines)
+            rows.append([batch.uid[b], prompt.replace("\n", " ").strip()[-160:] if g == 0 else "", human,
+                         text.replace("\n", " ").strip()[:120], label, f"{float(rewards[b, g]):.3f}"])
+    return rows
