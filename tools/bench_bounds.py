@@ -49,7 +49,8 @@ class ModelShape:
         return float(per_row * rows + 2 * self.hidden * self.vocab * head_rows)
 
 
-def _median_seconds(fn, repeats: int = 3) -> float:
+def median_time(fn, repeats: int = 3) -> float:
+    """Median seconds of ``repeats`` calls of ``fn`` after one warm-up call."""
     fn()
     times = []
     for _ in range(repeats):
@@ -70,10 +71,10 @@ def time_linears(shape: ModelShape, rows: int, head_rows: int, dtype, backward: 
             return 0.0
         x, w, gy = torch.randn(n, i, dtype=dtype), torch.randn(o, i, dtype=dtype), torch.randn(n, o, dtype=dtype)
         if not backward:
-            return _median_seconds(lambda: torch.nn.functional.linear(x, w))
+            return median_time(lambda: torch.nn.functional.linear(x, w))
         if weight_grads:
-            return _median_seconds(lambda: (gy @ w, gy.t() @ x))
-        return _median_seconds(lambda: gy @ w)
+            return median_time(lambda: (gy @ w, gy.t() @ x))
+        return median_time(lambda: gy @ w)
 
     with torch.no_grad():
         layer = sum(cost(i, o, rows) for i, o in shape.layer_linears())
@@ -85,7 +86,7 @@ def read_bandwidth(mib: int = 256) -> float:
     import torch
 
     x = torch.ones(mib * 2**20 // 4, dtype=torch.float32)
-    return x.numel() * 4 / _median_seconds(lambda: x.sum(), repeats=5)
+    return x.numel() * 4 / median_time(lambda: x.sum(), repeats=5)
 
 
 def copy_bandwidth(mib: int = 256) -> float:
@@ -94,7 +95,7 @@ def copy_bandwidth(mib: int = 256) -> float:
 
     src = torch.ones(mib * 2**20 // 4, dtype=torch.float32)
     dst = torch.empty_like(src)
-    return 2 * src.numel() * 4 / _median_seconds(lambda: dst.copy_(src), repeats=5)
+    return 2 * src.numel() * 4 / median_time(lambda: dst.copy_(src), repeats=5)
 
 
 def flop_row(phase: str, seconds: float, flops: float, bound_s: float) -> dict:
