@@ -60,7 +60,7 @@ def top_level_help() -> str:
         "",
         "common options:",
         "  --trainer.default_root_dir DIR   where logs, checkpoints and the exported model go",
-        "  --ckpt_path last|PATH|none       resume (fit) or score (validate/test/predict) a checkpoint",
+        "  --ckpt_path last|best|PATH|none  resume (fit) or score a checkpoint (best: lowest monitored val/jsd)",
         "  SHALA_DEBUG=1                    show a traceback with an error message",
     ]
     configs = config_files() + config_files("method") + config_files("strategy")
