@@ -284,15 +284,19 @@ def test_ctrl_c_during_validation_before_fit_exits_130(tiny_model_dir, tmp_path)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Lightning's SIG_IGN is not left behind
 
 
-def test_ctrl_c_during_start_up_is_one_line_and_130():
-    """Before training starts there is nothing to save: no traceback, the shell's code for Ctrl-C."""
+@pytest.mark.parametrize("signum, code, last_line", [
+    (signal.SIGINT, 130, "shala_pl: interrupted"),
+    (signal.SIGTERM, 143, "shala_pl: stopped by SIGTERM during start-up, nothing to save"),
+], ids=["ctrl-c", "sigterm"])
+def test_a_stop_during_start_up_is_one_line_and_the_shells_code(signum, code, last_line):
+    """Before training starts there is nothing to save: no traceback, the shell's code for the signal."""
     process = subprocess.Popen([sys.executable, "-m", "shala_pl", "fit", "--config", "configs/quickstart.yaml"],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1.5)  # importing Lightning takes several seconds
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err[-2000:]
-    assert err.strip().splitlines()[-1] == "shala_pl: interrupted" and "Traceback" not in err
+    assert process.returncode == code, err[-2000:]
+    assert err.strip().splitlines()[-1] == last_line and "Traceback" not in err
 
 
 # -- non-finite predictions: NaN scores and a failed command, never a perfect JSD ------------------------------------
