@@ -41,3 +41,14 @@ class SFTModule(VoteModule):
         self.log("train/loss", loss, on_step=True, batch_size=logp.shape[0])
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, batch_size=logp.shape[0])
         return loss
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # Lightning's mixed-precision plugin refuses to clip with a fused optimizer, for fp16's gradient scaler (the
+        # optimizer would unscale after the clip); bf16 has no scaler, so there the gradients are clipped here
+        if not str(self.trainer.precision).startswith("bf16") or not gradient_clip_val:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(parameters, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val)

@@ -4,7 +4,9 @@ rounding (the fused kernel orders its arithmetic differently: about 1e-7 per ste
 import torch
 from transformers import AutoModelForCausalLM
 
-from conftest import small_quickstart_run
+from lightning.pytorch import Callback
+
+from conftest import REPO, small_quickstart_run
 from shala_pl.cli import cli_main
 
 
@@ -25,3 +27,24 @@ def test_fused_adamw_gives_the_default_adamws_weights(tiny_model_dir, tmp_path):
             # Adam scales rounding noise up to full steps: both optimizers move it by noise, differently
             continue
         torch.testing.assert_close(fused[name], default[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_sft_soft_under_bf16_with_fused_adamw_clips_its_gradients(tiny_model_dir, tmp_path):
+    """Lightning's mixed-precision plugin refuses gradient clipping with a fused optimizer (for fp16's scaler);
+    the SmolLM2 configs run sft_soft at bf16-mixed with fused AdamW and clipping, so the module clips itself."""
+    clip = 1e-3
+    args = small_quickstart_run(tiny_model_dir, tmp_path, 2, "--config", str(REPO / "configs" / "method" / "sft_soft.yaml"),
+                                "--trainer.precision", "bf16-mixed", "--trainer.gradient_clip_val", str(clip),
+                                "--model.init_args.optimizer.init_args.fused", "true")
+    cli = cli_main(args[1:], run=False)  # without the subcommand: fitted below with the recording callback
+    norms = []
+
+    class Record(Callback):  # after the optimizer step the gradients it used are still there: clipped, or not
+        def on_train_batch_end(self, trainer, module, *_):
+            grads = [p.grad for p in module.parameters() if p.grad is not None]
+            norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+    cli.trainer.callbacks.append(Record())
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 2 and len(norms) == 2
+    assert max(norms) <= clip * 1.01, norms
