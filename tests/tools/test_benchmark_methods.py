@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 from scipy.spatial.distance import jensenshannon
+from shala_pl.precision import cpu_precision
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
@@ -215,7 +216,8 @@ def test_real_profile_smoke_tunes_on_validation_and_writes_the_real_section(tmp_
     assert result["noise_floor_jsd"] is not None and 0 < result["noise_floor_jsd"] < 0.2  # 100 votes a pair
     settings = result["settings"]
     assert result["steps"] == 2 and settings["learning_rates"] == [1e-4]
-    assert settings["precision"] == "32-true"  # the run config's, as the trainer got it
+    # the run config asks for bf16-mixed; the trainer gets it where this CPU multiplies bf16 natively
+    assert settings["precision"] == cpu_precision("bf16-mixed", "cpu").precision
     assert settings["lora"].startswith("r=16, alpha=32, target_modules=q_proj/k_proj/v_proj/o_proj")
     assert settings["sweeps"]["sft_soft"]["0"]["chosen"] == {"lr": 1e-4}
     assert settings["sweeps"]["zero_shot"]["0"]["chosen"] == {}
