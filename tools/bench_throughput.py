@@ -80,7 +80,7 @@ FULL = dict(hidden_size=256, num_layers=4, num_heads=4, prompts_per_step=8, num_
             steps=5, warmup=2, repeats=3)
 REAL = dict(prompts_per_step=4, num_generations=8, max_new_tokens=16, steps=2, warmup=1, repeats=1, threads=2)
 SNLI_SAMPLE = REPO / "tests" / "fixtures" / "snli_1.0_test_part.jsonl"
-QUICK = dict(hidden_size=64, num_layers=2, num_heads=4, prompts_per_step=2, num_generations=2, max_new_tokens=4,
+QUICK = dict(hidden_size=64, num_layers=2, num_heads=4, prompts_per_step=2, num_generations=3, max_new_tokens=4,
              steps=2, warmup=1, repeats=1)
 
 

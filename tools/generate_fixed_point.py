@@ -1,56 +1,87 @@
-"""Where the generate-mode log score drives the policy, for a choice of leave-one-out estimate of log pi (#19).
+"""Where the generate-mode log score drives the policy: the shipped estimator against the plug-in one (#19).
 
-In generate mode each answer's reward is log(p_k + eps) - log(q(c) + eps), with c the count of label k among the
-other G-1 answers of its group and q the estimate of pi_k made from it (``rewards.leave_one_out_histogram``: a
-pseudo-count a per label, q = (c + a) / (G - 1 + K a)). The expected policy gradient then depends on pi_k only
-through E_{c ~ Binomial(G-1, pi_k)}[log(q(c) + eps)], so its fixed point can be found without sampling: follow the
-expected natural-gradient flow on the logits until it stops. Printed: the fixed point for p = (.9, .08, .02) and the
-mean JS distance (scipy, natural log) of the fixed point to p over the first N distributions of a ChaosNLI file.
+In generate mode an answer's reward can only use the other answers of its group to stand for pi. The expected
+update of a group (advantage = reward minus the group mean, times grad log pi, averaged over the group) is a sum
+over the multinomial label counts of the group, so its fixed point can be found without sampling: follow the
+expected natural-gradient flow on the logits from uniform until it stops. Both estimators go through the package's
+own ``compute_rewards`` and ``group_advantages``:
+
+- ``shipped``: ``log_score`` as generate mode runs it (``rewards.sampled_log_score``);
+- ``plug-in``: log(p_k + eps) - log(q_k + eps), q the 1/K-smoothed leave-one-out histogram
+  (``rewards.leave_one_out_histogram``), what generate mode used before.
+
+Printed for each G: the fixed point for p = (.9, .08, .02), the mean and largest JS distance of the fixed point to
+p (the package's metric, scipy's convention: natural log) over the first N distributions of a ChaosNLI file, and
+the largest expected update at pi = p (0 where p is stationary).
 
     python tools/generate_fixed_point.py --data chaosNLI_mnli_m.jsonl [--pairs 150] [--group-sizes 4 8]
-
-``fitted`` is a per-count table of log-estimates whose Binomial expectation is the least-squares fit of
-log(pi + eps) + C over pi in [0, 1] (a probe, not what the code uses: its values are not monotone in c).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 
 import numpy as np
-from scipy.optimize import lsq_linear
-from scipy.spatial.distance import jensenshannon
-from scipy.stats import binom
+import torch
+
+from shala_pl.metrics.distribution import jensen_shannon_distance
+from shala_pl.rl.advantages import group_advantages
+from shala_pl.rl.rewards import compute_rewards, leave_one_out_histogram
 
 EPS = 1e-3  # log_score_reward's smoothing
 
 
-def pseudo_count_table(n: int, num_labels: int, pseudo: float) -> np.ndarray:
-    counts = np.arange(n + 1)
-    return np.log((counts + pseudo) / (n + num_labels * pseudo) + EPS)
+def compositions(group: int, num_labels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One group per multinomial count vector, labels sorted, [O, G], and how many orderings each stands for [O]."""
+    rows, multiplicity = [], []
+    for combo in itertools.combinations_with_replacement(range(num_labels), group):
+        counts = np.bincount(combo, minlength=num_labels)
+        rows.append(combo)
+        multiplicity.append(math.factorial(group) / np.prod([math.factorial(c) for c in counts]))
+    return torch.tensor(rows), torch.tensor(multiplicity, dtype=torch.float64)
 
 
-def fitted_table(n: int) -> np.ndarray:
-    grid = np.concatenate([np.linspace(0, 0.05, 200), np.linspace(0.05, 1, 400)])
-    design = binom.pmf(np.arange(n + 1)[None, :], n, grid[:, None])
-    design = np.hstack([design, np.ones((len(grid), 1))])
-    low = np.r_[np.full(n + 1, np.log(EPS)), -np.inf]
-    high = np.r_[np.full(n + 1, np.log(1 + EPS)), np.inf]
-    return lsq_linear(design, np.log(grid + EPS), bounds=(low, high)).x[:n + 1]
+def shipped(outcomes: torch.Tensor, humans: torch.Tensor) -> torch.Tensor:
+    loo = leave_one_out_histogram(outcomes, humans.shape[1]).double()
+    rewards, _ = compute_rewards({"log_score": 1.0}, outcomes, humans, humans.argmax(-1), loo)
+    return rewards
 
 
-def fixed_point(human: np.ndarray, table: np.ndarray, steps: int = 3000, rate: float = 0.5) -> np.ndarray:
-    n = len(table) - 1
-    logits = np.zeros(len(human))
+def plug_in(outcomes: torch.Tensor, humans: torch.Tensor) -> torch.Tensor:
+    loo = leave_one_out_histogram(outcomes, humans.shape[1]).double()
+    chosen = loo.gather(2, outcomes.unsqueeze(-1)).squeeze(-1)
+    return torch.log(humans.gather(1, outcomes) + EPS) - torch.log(chosen + EPS)
+
+
+ESTIMATORS = {"shipped": shipped, "plug-in": plug_in}
+
+
+class ExpectedUpdate:
+    """The expected update direction on the logits for one human distribution and group size."""
+
+    def __init__(self, human: torch.Tensor, group: int, estimator):
+        num_labels = human.shape[0]
+        self.outcomes, self.multiplicity = compositions(group, num_labels)
+        self.counts = torch.nn.functional.one_hot(self.outcomes, num_labels).sum(1).double()  # [O, K]
+        rewards = estimator(self.outcomes, human.expand(len(self.outcomes), num_labels))
+        self.advantages = group_advantages(rewards, "none")  # [O, G]: rewards do not depend on pi
+        self.onehot = torch.nn.functional.one_hot(self.outcomes, num_labels).double()  # [O, G, K]
+
+    def __call__(self, policy: torch.Tensor) -> torch.Tensor:
+        probability = self.multiplicity * (policy.clamp(min=1e-300) ** self.counts).prod(-1)  # [O]
+        score = self.onehot - policy  # d log pi_k / d logits
+        return (probability[:, None] * (self.advantages.unsqueeze(-1) * score).mean(1)).sum(0)
+
+
+def fixed_point(update: ExpectedUpdate, num_labels: int, steps: int) -> torch.Tensor:
+    logits = torch.zeros(num_labels, dtype=torch.float64)
     for _ in range(steps):
-        policy = np.exp(logits - logits.max())
-        policy /= policy.sum()
-        expected_log_q = (binom.pmf(np.arange(n + 1)[None, :], n, policy[:, None]) * table[None, :]).sum(1)
-        reward = np.log(human + EPS) - expected_log_q
-        logits += rate * policy * (reward - (policy * reward).sum())
-    policy = np.exp(logits - logits.max())
-    return policy / policy.sum()
+        policy = torch.softmax(logits, -1)
+        logits = logits + update(policy) / policy.clamp(min=1e-12)
+    return torch.softmax(logits, -1)
 
 
 def main() -> None:
@@ -58,21 +89,24 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="a ChaosNLI jsonl file (label_count per line)")
     parser.add_argument("--pairs", type=int, default=150)
     parser.add_argument("--group-sizes", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--steps", type=int, default=600, help="natural-gradient steps from uniform")
     args = parser.parse_args()
     with open(args.data, encoding="utf-8") as lines:
         humans = [np.array(json.loads(line)["label_count"], float) for line in lines if line.strip()][:args.pairs]
-    humans = [h / h.sum() for h in humans]
+    humans = [torch.tensor(h / h.sum()) for h in humans]
     num_labels = len(humans[0])
-    example = np.array([0.9, 0.08, 0.02])
+    example = torch.tensor([0.9, 0.08, 0.02], dtype=torch.float64)
     for group in args.group_sizes:
-        n = group - 1
-        tables = {"1/K (current)": pseudo_count_table(n, num_labels, 1 / num_labels),
-                  "1/(K*G)": pseudo_count_table(n, num_labels, 1 / (num_labels * group)),
-                  "fitted": fitted_table(n)}
-        for name, table in tables.items():
-            mean_jsd = np.mean([jensenshannon(h, fixed_point(h, table, steps=1500)) for h in humans])
-            print(f"G={group:<3d} {name:14s} fixed point for p=(.9,.08,.02): {np.round(fixed_point(example, table), 3)}"
-                  f"  mean JSD to p over {len(humans)} pairs: {mean_jsd:.4f}")
+        for name, estimator in ESTIMATORS.items():
+            point = fixed_point(ExpectedUpdate(example, group, estimator), num_labels, args.steps)
+            distances, at_p = [], []
+            for human in humans:
+                update = ExpectedUpdate(human, group, estimator)
+                distances.append(jensen_shannon_distance(human, fixed_point(update, num_labels, args.steps)).item())
+                at_p.append(update(human).abs().max().item())
+            print(f"G={group:<3d} {name:8s} fixed point for p=(.9,.08,.02): {np.round(point.numpy(), 3)}  "
+                  f"JSD to p over {len(humans)} pairs: mean {np.mean(distances):.5f} max {np.max(distances):.5f}  "
+                  f"largest update at pi=p: {max(at_p):.1e}")
 
 
 if __name__ == "__main__":

@@ -113,6 +113,11 @@ class GRPOModule(VoteModule):
             resolve_reward(name)  # a ConfigValueError for an unknown name or a wrong signature
             checks.require(math.isfinite(weight), f"rewards.{name}", "a finite weight", weight)
         checks.one_of("advantage_scaling", self.advantage_scaling, get_args(AdvantageScaling))
+        checks.require(not ("log_score" in self.reward_weights and self.rollout_settings.mode == "generate"
+                            and self.objective == "sampled" and self.rollout_settings.num_generations < 3),
+                       "rollout.num_generations", "at least 3 with the log_score reward in generate mode",
+                       self.rollout_settings.num_generations, "its estimate of log pi comes from the group's other "
+                       "answers; with one other its expected gradient is 0: shala_pl/rl/rewards.py, sampled_log_score")
         checks.positive_int("num_iterations", self.num_iterations)
         checks.non_negative_int("sample_table_every_n_steps", self.sample_table_every_n_steps)
         lora_dropout = self.lora_settings.dropout if self.lora_settings is not None else 0.0

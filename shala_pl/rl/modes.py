@@ -140,8 +140,8 @@ class GenerateRollouts(_GroupRollouts):
                                                   self.settings.temperature)
 
     def reward_policy_probs(self, rollout: Rollout) -> Tensor:
-        """[B, G, K] each answer's leave-one-out histogram of its group (see ``leave_one_out_histogram`` for why
-        not the whole group's)."""
+        """[B, G, K] each answer's leave-one-out histogram of its group, the plug-in pi of rewards that take one
+        (the log score computes its own unbiased form from the answers: ``rewards.sampled_log_score``)."""
         return leave_one_out_histogram(rollout.choices, self.num_labels)
 
     def loss_mask(self, rollout: Rollout, rows: slice, logp: Tensor) -> tuple[Tensor, int]:

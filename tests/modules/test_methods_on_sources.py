@@ -41,7 +41,7 @@ def run(tiny_model_dir, tmp_path, method, source, extra=()):
     ]
     if path is not None:
         args += ["--data.path", str(path)]
-    if method.startswith(("shala", "grpo")):
+    if method.startswith(("shala", "grpo")) and "--model.init_args.rollout.num_generations" not in extra:
         args += ["--model.init_args.rollout.num_generations", "2"]
     cli = cli_main(args, run=False)
     if method == "zero_shot":
@@ -67,6 +67,7 @@ def test_method_runs_on_source(tiny_model_dir, tmp_path, method, source):
 def test_shala_in_generate_mode_with_sampling_readout(tiny_model_dir, tmp_path, source):
     cli, _ = run(tiny_model_dir, tmp_path, "shala", source, extra=[
         "--model.init_args.rollout.mode", "generate", "--model.init_args.rollout.max_new_tokens", "4",
+        "--model.init_args.rollout.num_generations", "3",  # the generate-mode log score needs two others
         "--model.init_args.readouts", "[label_probs, sampling]", "--model.init_args.sampling.num_samples", "3",
         "--model.init_args.sampling.max_new_tokens", "4",
     ])

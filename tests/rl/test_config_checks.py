@@ -62,6 +62,9 @@ def test_label_mode_says_temperature_does_not_apply():
     ({"max_consecutive_nonfinite": 0}, "max_consecutive_nonfinite must be a positive integer, got 0"),
     # the default disable_dropout would switch the adapter's dropout off too
     ({"lora": LoraSettings(r=4, dropout=0.1)}, "lora.dropout must be 0 with disable_dropout: true"),
+    # the generate-mode log score's estimate of log pi needs two other answers (tests/rl/test_rewards.py)
+    ({"rollout": RolloutSettings(mode="generate", num_generations=2)},
+     "rollout.num_generations must be at least 3 with the log_score reward in generate mode, got 2"),
 ])
 def test_grpo_module_refuses_bad_values_naming_the_option(tiny_model_dir, options, message):
     from shala_pl.modules import GRPOModule

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from shala_pl.metrics.distribution import jensen_shannon_distance
+from shala_pl.rl.advantages import group_advantages
 from shala_pl.rl.rewards import (
     answer_histogram,
     compute_rewards,
@@ -14,6 +15,7 @@ from shala_pl.rl.rewards import (
     leave_one_out_histogram,
     log_score_reward,
     majority_reward,
+    truncated_log,
     vote_share_reward,
 )
 
@@ -113,35 +115,104 @@ def test_leave_one_out_estimate_does_not_depend_on_the_scored_answer():
         assert torch.equal(leave_one_out_histogram(changed, 3)[0, 3], leave_one_out_histogram(base, 3)[0, 3])
 
 
-def test_log_score_takes_one_pi_estimate_per_answer():
-    per_answer = torch.tensor([[[0.5, 0.25, 0.25], [0.2, 0.2, 0.6]]])  # [B, G, K]
-    r = log_score_reward(torch.tensor([[0, 2]]), HUMAN, per_answer, eps=0.0)
-    assert r[0].tolist() == [pytest.approx(math.log(0.6 / 0.5)), pytest.approx(math.log(0.1 / 0.6))]
+def test_generate_mode_log_score_by_hand():
+    """One estimate per answer (generate mode): r = T_{n-1}(p_k) - (H_c - H_n), n the other valid answers, c those
+    of them with the same label, T_m(p) = -sum_{j<=m} (1-p)^j / j; an invalid answer is nobody's 'other'."""
+    choices = torch.tensor([[0, 0, 1, 2], [0, -1, 0, 2]])
+    human = HUMAN.expand(2, 3)
+    r = log_score_reward(choices, human, leave_one_out_histogram(choices, 3))
+    t2 = lambda p: -((1 - p) + (1 - p) ** 2 / 2)  # noqa: E731  (n = 3 others)
+    t1 = lambda p: -(1 - p)  # noqa: E731  (n = 2 others)
+    h = [0.0, 1.0, 1.5, 11 / 6]  # H_0 .. H_3
+    expected = [[t2(0.6) - (h[1] - h[3]), t2(0.6) - (h[1] - h[3]), t2(0.3) - (h[0] - h[3]), t2(0.1) - (h[0] - h[3])],
+                [t1(0.6) - (h[1] - h[2]), 0.0, t1(0.6) - (h[1] - h[2]), t1(0.1) - (h[0] - h[2])]]
+    valid = choices >= 0
+    torch.testing.assert_close(r[valid], torch.tensor(expected)[valid])
 
 
-def _expected_logit_gradient(p: torch.Tensor, group: int, estimator) -> torch.Tensor:
-    """E over all K^G outcomes of the sampled log-score ascent direction w.r.t. the logits, at pi = p."""
-    num_labels = p.shape[0]
+def test_generate_mode_log_score_does_not_depend_on_the_scored_answer_beyond_its_label():
+    """Answer g's policy term comes from the others: changing another answer to g's label lowers g's reward,
+    changing g itself to another label changes only the label it is scored at."""
+    base = torch.tensor([[0, 1, 1, 2, 0, 0, 1, 2]])
+    human = HUMAN
+    r = log_score_reward(base, human, leave_one_out_histogram(base, 3))
+    crowded = base.clone()
+    crowded[0, 1] = 0  # one more other answer says label 0
+    assert log_score_reward(crowded, human, leave_one_out_histogram(crowded, 3))[0, 0] < r[0, 0]
+
+
+def _expected_logit_update(human: torch.Tensor, policy: torch.Tensor, group: int, rewards=None) -> torch.Tensor:
+    """E over all K^G outcomes of the sampled update direction w.r.t. the logits (mean over the group of
+    advantage x grad log pi), through the real reward and advantage code; ``rewards`` maps (outcomes, human)
+    to [O, G] (default: the shipped generate-mode log score)."""
+    num_labels = human.shape[0]
     outcomes = torch.tensor(list(itertools.product(range(num_labels), repeat=group)))  # [O, G]
-    probability = p[outcomes].prod(-1)  # [O]
-    human = p.expand(len(outcomes), num_labels)
-    rewards, _ = compute_rewards({"log_score": 1.0}, outcomes, human, human.argmax(-1),
-                                 estimator(outcomes, num_labels))
-    advantages = rewards - rewards.mean(1, keepdim=True)  # [O, G]
-    score = torch.nn.functional.one_hot(outcomes, num_labels).double() - p  # [O, G, K]: d log pi_k / d z
+    probability = policy[outcomes].prod(-1)  # [O]
+    humans = human.expand(len(outcomes), num_labels)
+    if rewards is None:
+        value, _ = compute_rewards({"log_score": 1.0}, outcomes, humans, humans.argmax(-1),
+                                   leave_one_out_histogram(outcomes, num_labels).double())
+    else:
+        value = rewards(outcomes, humans)
+    advantages = group_advantages(value, "none")  # [O, G]
+    score = torch.nn.functional.one_hot(outcomes, num_labels).double() - policy  # [O, G, K]: d log pi_k / d z
     return (probability[:, None] * (advantages.unsqueeze(-1) * score).mean(1)).sum(0)
 
 
-def test_generate_mode_estimator_keeps_p_nearly_stationary_where_add_one_drifts_to_the_mode():
-    """At pi = p the true gradient is 0. G=8, K=3, exact expectation over the 3^8 outcomes: the add-one
-    histogram that counts the answer itself pushes mass off the 0.1 label (and onto the mode); the
-    leave-one-out estimate's expected gradient is several times smaller and barely touches the minority label."""
-    p = torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64)
-    add_one = _expected_logit_gradient(p, 8, lambda c, k: answer_histogram(c, k, smoothing=1.0).double())
-    loo = _expected_logit_gradient(p, 8, lambda c, k: leave_one_out_histogram(c, k).double())
-    assert add_one[0] > 0.09 and add_one[2] < -0.07  # the biased estimator's drift toward the mode
-    assert loo.norm() < 0.2 * add_one.norm()
-    assert abs(loo[2]) < 0.2 * abs(add_one[2])
+def _plug_in_log_score(outcomes, humans, eps=1e-3):
+    """The estimator generate mode used before: log(p_k + eps) - log(leave-one-out histogram_k + eps)."""
+    loo = leave_one_out_histogram(outcomes, humans.shape[1]).double()
+    chosen = loo.gather(2, outcomes.unsqueeze(-1)).squeeze(-1)
+    return torch.log(humans.gather(1, outcomes) + eps) - torch.log(chosen + eps)
+
+
+SMALL_LABELS = [(0.9, 0.08, 0.02), (0.5, 0.45, 0.05), (0.6, 0.3, 0.1), (0.97, 0.02, 0.01)]
+
+
+@pytest.mark.parametrize("group", [3, 4, 8])
+@pytest.mark.parametrize("human", SMALL_LABELS)
+def test_generate_mode_log_score_leaves_p_exactly_stationary(human, group):
+    """At pi = p the expected update is 0, labels under 1/(K G) included; the plug-in histogram estimate's is not."""
+    p = torch.tensor(human, dtype=torch.float64)
+    assert _expected_logit_update(p, p, group).abs().max() < 1e-12
+    if group > 3:
+        assert _expected_logit_update(p, p, group, _plug_in_log_score).abs().max() > 1e-3
+
+
+def test_generate_mode_expected_update_is_the_gradient_of_a_divergence_minimised_at_p():
+    """Away from p, the expected update is (G-1)/G times the gradient of -D(pi || p), D the Bregman divergence
+    generated by T_{G-2}: sum_k (T(p_k) - T(pi_k)) grad pi_k."""
+    group = 5
+    p = torch.tensor([0.7, 0.25, 0.05], dtype=torch.float64)
+    logits = torch.tensor([0.4, -0.3, 0.9], dtype=torch.float64, requires_grad=True)
+    policy = torch.softmax(logits, -1)
+    terms = torch.full((3,), float(group - 2), dtype=torch.float64)
+    gap = truncated_log(p, terms) - truncated_log(policy.detach(), terms)  # [K]
+    (divergence_gradient,) = torch.autograd.grad((policy * gap).sum(), logits)
+    update = _expected_logit_update(p, policy.detach(), group)
+    torch.testing.assert_close(update, (group - 1) / group * divergence_gradient)
+
+
+def test_generate_mode_log_score_flows_to_p_where_the_plug_in_estimate_drops_small_labels():
+    """Following the expected update from uniform (G = 4, natural-gradient steps on the logits): the shipped
+    estimator ends at p = (.9, .08, .02); the plug-in histogram ends with the 0.02 label gone."""
+    p = torch.tensor([0.9, 0.08, 0.02], dtype=torch.float64)
+    ends = {}
+    for name, rewards in (("shipped", None), ("plug-in", _plug_in_log_score)):
+        logits = torch.zeros(3, dtype=torch.float64)
+        for _ in range(600):
+            policy = torch.softmax(logits, -1)
+            logits = logits + _expected_logit_update(p, policy, 4, rewards) / policy
+        ends[name] = torch.softmax(logits, -1)
+    torch.testing.assert_close(ends["shipped"], p, atol=1e-4, rtol=0)
+    assert ends["plug-in"][2] < 0.005 and jensen_shannon_distance(ends["plug-in"], p) > 0.1
+
+
+def test_generate_mode_log_score_carries_nothing_of_p_with_two_answers():
+    """With one other answer the estimate of log pi carries nothing of p: the expected update is 0 for every pi
+    (so GRPOModule refuses G = 2 with it, tests/rl/test_config_checks.py)."""
+    p = torch.tensor([0.7, 0.25, 0.05], dtype=torch.float64)
+    assert _expected_logit_update(p, torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64), 2).abs().max() < 1e-12
 
 
 def test_forward_kl_reward_has_forward_kl_as_its_expected_gradient():
