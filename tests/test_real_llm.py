@@ -25,12 +25,13 @@ pytestmark = [
 ]
 
 
-def fit(root: Path, *extra: str):
+def fit(root: Path, *extra: str, generations: int = 2):
     args = [
         "fit", "--config", str(REPO / "configs/smollm2/chaosnli_mnli.yaml"), *extra,
         "--model.init_args.name_or_path", str(MODEL), "--model.init_args.gradient_checkpointing", "true",
         "--data.path", str(CHAOSNLI_MNLI), "--data.val_fraction", "0.25", "--data.test_fraction", "0.25",
-        "--data.batch_size", "2", "--data.eval_batch_size", "4", "--model.init_args.rollout.num_generations", "2",
+        "--data.batch_size", "2", "--data.eval_batch_size", "4",
+        "--model.init_args.rollout.num_generations", str(generations),
         "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.logger", "false",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--trainer.default_root_dir", str(root), "--validate_before_fit", "false",
@@ -65,7 +66,7 @@ def test_label_mode_trains_and_the_exported_adapter_loads_with_peft(tmp_path):
 def test_generate_mode_trains_with_parsed_answers(tmp_path):
     cli = fit(tmp_path, "--config", str(REPO / "configs/smollm2/chaosnli_mnli_generate.yaml"),
               "--model.init_args.sampling.num_samples", "2",
-              "--model.init_args.rollout.num_generations", "3")  # the generate-mode log score needs two others
+              generations=3)  # the generate-mode log score needs two other answers
     module = cli.model
     assert module.global_step == 2
     # answers were sampled, decoded and parsed; the counter only counts what did not parse
