@@ -84,11 +84,12 @@ def _frequencies(counts: Tensor) -> Tensor:
     return torch.where(total > 0, counts / total.clamp(min=1e-12), uniform)
 
 
-def _policy_at_choice(policy_probs: Tensor, choices: Tensor) -> Tensor:
-    """pi at each answer's label, [B, G]: from one distribution per prompt [B, K] or one per answer [B, G, K]."""
-    if policy_probs.dim() == 3:
-        return policy_probs.gather(2, choices.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return _gather(policy_probs, choices)
+def _at_choice(values: Tensor, choices: Tensor) -> Tensor:
+    """A per-label value at each answer's label, [B, G]: from one row per prompt [B, K] or one per answer
+    [B, G, K]."""
+    if values.dim() == 3:
+        return values.gather(2, choices.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return _gather(values, choices)
 
 
 def log_score_reward(choices: Tensor, human: Tensor, policy_probs: Tensor, eps: float = 1e-3) -> Tensor:
@@ -104,10 +105,10 @@ def harmonic_number(n: Tensor) -> Tensor:
     return torch.special.digamma(n + 1.0) + EULER_GAMMA
 
 
-def truncated_log(p: Tensor, terms: Tensor) -> Tensor:
-    """log p's series about 1 cut after ``terms`` terms: -sum_{j=1..terms} (1 - p)^j / j (0 for terms <= 0)."""
-    most = max(int(terms.max().item()), 0) if terms.numel() else 0
-    j = torch.arange(1, most + 1, device=p.device, dtype=p.dtype)  # [J]
+def truncated_log(p: Tensor, terms: Tensor, most: int) -> Tensor:
+    """log p's series about 1 cut after ``terms`` terms: -sum_{j=1..terms} (1 - p)^j / j (0 for terms <= 0);
+    ``most`` bounds ``terms`` (known from the shapes, so no device sync)."""
+    j = torch.arange(1, max(most, 0) + 1, device=p.device, dtype=p.dtype)  # [J]
     series = (1 - p).unsqueeze(-1) ** j / j  # [..., J]
     return -(series * (j <= terms.unsqueeze(-1))).sum(-1)
 
@@ -131,8 +132,9 @@ def sampled_log_score(choices: Tensor, human: Tensor) -> Tensor:
     own = _own_answer(choices, valid, num_labels)  # [B, G, K]
     others = counts.unsqueeze(1) - own  # [B, G, K]: each answer's leave-one-out counts
     n = others.sum(-1)  # [B, G]
-    same = _policy_at_choice(others, choices)  # [B, G]: c, the others that gave answer i's label
-    reward = truncated_log(_gather(human, choices), n - 1) - (harmonic_number(same) - harmonic_number(n))
+    same = _at_choice(others, choices)  # [B, G]: c, the others that gave answer i's label
+    most = choices.shape[1] - 2  # n - 1 <= G - 2
+    reward = truncated_log(_gather(human, choices), n - 1, most) - (harmonic_number(same) - harmonic_number(n))
     return reward * valid
 
 
@@ -141,7 +143,7 @@ def forward_kl_reward(choices: Tensor, human: Tensor, policy_probs: Tensor, eps:
     E[r_k grad log pi_k] = sum_k p_k grad log pi_k = -grad KL(p || pi) (exactly at eps = 0), the gradient soft-label
     cross-entropy (``sft_soft``) follows in closed form; its expected value is 1 whatever pi is, so a group-mean
     baseline leaves that gradient unchanged. ``policy_probs`` as for ``log_score_reward``."""
-    return _gather(human, choices) / (_policy_at_choice(policy_probs, choices) + eps)
+    return _gather(human, choices) / (_at_choice(policy_probs, choices) + eps)
 
 
 def vote_share_reward(choices: Tensor, human: Tensor) -> Tensor:

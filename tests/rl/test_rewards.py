@@ -187,7 +187,7 @@ def test_generate_mode_expected_update_is_the_gradient_of_a_divergence_minimised
     logits = torch.tensor([0.4, -0.3, 0.9], dtype=torch.float64, requires_grad=True)
     policy = torch.softmax(logits, -1)
     terms = torch.full((3,), float(group - 2), dtype=torch.float64)
-    gap = truncated_log(p, terms) - truncated_log(policy.detach(), terms)  # [K]
+    gap = truncated_log(p, terms, group - 2) - truncated_log(policy.detach(), terms, group - 2)  # [K]
     (divergence_gradient,) = torch.autograd.grad((policy * gap).sum(), logits)
     update = _expected_logit_update(p, policy.detach(), group)
     torch.testing.assert_close(update, (group - 1) / group * divergence_gradient)
