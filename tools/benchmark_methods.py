@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     real.add_argument("--cache-dir", type=Path,
                       help="keep each finished run here, keyed by (method, seed, settings), so an interrupted "
                            "profile continues where it stopped (default for real-long: runs/benchmark_cache)")
+    real.add_argument("--chosen-from", type=Path, metavar="RESULTS.json",
+                      help="no learning-rate sweep: every seed runs the candidate that seed 0 chose on validation "
+                           "in this earlier real-profile JSON (same data and split)")
     parser.add_argument("--variant", action="append", default=[], type=parse_variant, metavar="NAME=METHOD ARGS",
                         help="an extra row: METHOD's config plus CLI overrides, e.g. "
                              "'shala_group=shala --model.init_args.advantage_scaling=group' (repeatable)")

@@ -3,7 +3,7 @@
     python tools/benchmark_methods.py --profile real --model DIR --source SOURCE --data PATH [--quick | --smoke]
         [--seeds N] [--steps N] [--methods a,b] [--json OUT] [--plot OUT.png] [--markdown README.md]
     python tools/benchmark_methods.py --profile real-long --model DIR --source SOURCE --data PATH
-        [--train-extra SNLI.jsonl] [--cache-dir DIR] ...
+        [--train-extra SNLI.jsonl] [--cache-dir DIR] [--chosen-from RESULTS.json] ...
 
 Every run is ``configs/smollm2/chaosnli_mnli.yaml`` (its LoRA settings, precision, label mode, batches of 8 prompts)
 composed with ``configs/method/<name>.yaml``, with ``--model``, ``--source`` and ``--data`` put in: the same model,
@@ -22,7 +22,8 @@ validation split by JSD; the other seeds run the candidate seed 0 chose. The swe
 score are written to the JSON's ``settings`` and the markdown.
 
 ``real-long``: every method on the whole training split for several epochs (the same number of steps for all),
-three seeds at the learning rate chosen on seed 0. Each finished candidate and test is kept under ``--cache-dir``
+three seeds at the learning rate chosen on seed 0 (``--chosen-from RESULTS.json``: the candidate seed 0 chose on
+validation in an earlier run on the same split, e.g. the quick profile's, and no sweep). Each finished candidate and test is kept under ``--cache-dir``
 keyed by (method, seed, settings), so an interrupted profile continues where it stopped.
 """
 
@@ -82,9 +83,11 @@ REAL_PROFILES = {
                          learning_rates=(1e-4, 5e-4), methods=QUICK_METHODS),
     "full": RealProfile("full", seeds=3, steps=150, n_train=1000, n_val=150, n_test=449,
                         learning_rates=(5e-5, 1.5e-4, 5e-4), strengths=(0.5, 2.0)),
-    # the whole 1,599 ChaosNLI-MNLI pairs: 1000 train (each seen 4 times), 150 validation, 449 test
-    "long": RealProfile("long", seeds=3, epochs=4, n_train=1000, n_val=150, n_test=449,
-                        learning_rates=(3e-5, 1e-4, 3e-4), cached=True),
+    # the quick profile's split (the same test pairs), each training pair seen twice, three seeds; sized to finish
+    # in about 90 minutes on 2 cores with --chosen-from (the quick profile's choices: no sweep here)
+    "long": RealProfile("long", seeds=3, epochs=2, n_train=400, n_val=100, n_test=300,
+                        learning_rates=(1e-4, 5e-4), methods=QUICK_METHODS + ("grpo_forward_kl", "shala_unweighted"),
+                        cached=True),
     # shape only (CI): a tiny model, a dozen pairs, one candidate
     "smoke": RealProfile("smoke", seeds=1, steps=2, n_train=6, n_val=3, n_test=3, learning_rates=(1e-4,),
                          eval_batch_size=8, batch_size=4, edge_extensions=0),
@@ -407,7 +410,8 @@ def main_real(args, parser, argv) -> int:
     print(f"real profile {profile.name}: {facts['n_train']} train / {facts['n_val']} val / {facts['n_test']} test "
           f"pairs, {steps} steps, methods {methods}, seeds {seeds}"
           + (f", runs cached in {cache_dir}" if cache_dir else ""), flush=True)
-    runs = run_real(args, profile, methods, seeds, common, steps, cache, tmp.name, started)
+    runs = run_real(args, profile, methods, seeds, common, steps, cache, tmp.name, started,
+                    chosen_from(args, methods, parser))
     result = report_real(args, argv, profile, methods, seeds, facts, steps, runs, data, str(trainer.precision),
                          started)
     write_outputs(result, args)
@@ -443,8 +447,25 @@ def plan_data(args, profile: RealProfile, tmp: Path) -> tuple[list[str], object,
     return common, data, trainer, sample
 
 
-def run_real(args, profile, methods, seeds, common, steps, cache, tmp: str, started: float) -> list[dict]:
-    runs, chosen = [], {}
+def chosen_from(args, methods: list[str], parser) -> dict:
+    """Each method's candidate as seed 0 chose it on validation in an earlier run's JSON (``--chosen-from``)."""
+    path = args.chosen_from
+    if path is None:
+        return {}
+    earlier = json.loads(path.read_text()).get("settings", {})
+    for option, ours in (("source", args.source), ("split_seed", args.split_seed)):
+        if earlier.get(option) != ours:
+            parser.error(f"--chosen-from {path}: its settings.{option} is {earlier.get(option)!r}, this run's {ours!r}")
+    sweeps = earlier.get("sweeps", {})
+    missing = [m for m in methods if m not in shared.EVAL_ONLY and "0" not in sweeps.get(m, {})]
+    if missing:
+        parser.error(f"--chosen-from {path}: no seed-0 choice for {missing} under settings.sweeps")
+    return {m: sweeps[m]["0"]["chosen"] for m in methods if m not in shared.EVAL_ONLY}
+
+
+def run_real(args, profile, methods, seeds, common, steps, cache, tmp: str, started: float,
+             chosen: dict) -> list[dict]:
+    runs, chosen = [], dict(chosen)
     for method in methods:
         for seed in seeds:
             spec = {"dataset": args.source, "method": method, "seed": seed, "steps": steps,
@@ -481,6 +502,10 @@ def report_real(args, argv, profile, methods, seeds, facts, steps, runs, data, p
 
 
 def settings(args, profile: RealProfile, runs: list[dict], methods: list[str], precision: str) -> dict:
+    if args.chosen_from:
+        how = (f"no sweep: every seed runs the candidate seed 0 chose on the validation split in `{args.chosen_from}` "
+               "(an earlier run on the same split)")
+        return settings_of(args, profile, runs, methods, precision, how)
     how = (f"learning rate from {list(profile.learning_rates)} for every trained method on seed 0, each candidate "
            "trained for the same steps and scored by JSD on the validation split; the lowest is tested, and the "
            "other seeds run it")
@@ -492,6 +517,10 @@ def settings(args, profile: RealProfile, runs: list[dict], methods: list[str], p
                 "learning rate (1.0 otherwise)")
     else:
         how += "; weighting strength as in each method's config"
+    return settings_of(args, profile, runs, methods, precision, how)
+
+
+def settings_of(args, profile: RealProfile, runs: list[dict], methods: list[str], precision: str, how: str) -> dict:
     if profile.epochs:
         how += f"; {profile.epochs} epochs over the training split"
     return {
@@ -501,6 +530,7 @@ def settings(args, profile: RealProfile, runs: list[dict], methods: list[str], p
         "lora": lora_description(), "precision": precision, "epochs": profile.epochs,
         "learning_rates": list(profile.learning_rates), "edge_extensions": profile.edge_extensions,
         "strengths": list(profile.strengths), "selection": "lowest validation JSD", "how": how,
+        "chosen_from": str(args.chosen_from) if args.chosen_from else None,
         "sweeps": {m: {str(r["seed"]): {"chosen": r["chosen"], "sweep": r["sweep"]} for r in runs
                        if r["method"] == m} for m in methods},
     }

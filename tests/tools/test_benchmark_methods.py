@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 
 import benchmark_common as shared  # noqa: E402
-from benchmark_real import lr_beyond_edge, plan_data, REAL_PROFILES  # noqa: E402
+from benchmark_real import chosen_from, lr_beyond_edge, plan_data, REAL_PROFILES  # noqa: E402
 
 BASELINES = ["uniform", "train_mean", "best_constant"]
 METHODS = ["zero_shot", "sft_majority", "sft_soft", "grpo_forward_kl", "grpo_majority", "grpo_vote_share", "shala",
@@ -269,8 +269,55 @@ def test_a_best_learning_rate_at_an_end_of_the_grid_is_followed_past_that_end():
 
 
 def test_the_long_profile_trains_whole_epochs_with_three_seeds():
-    long = REAL_PROFILES["long"]
-    assert long.seeds == 3 and long.cached and long.steps_for(1000) == long.epochs * 125
-    assert set(long.methods) == set(METHODS)
+    long, quick = REAL_PROFILES["long"], REAL_PROFILES["quick"]
+    assert long.seeds == 3 and long.cached and long.epochs >= 2 and long.steps_for(400) == long.epochs * 50
+    # the quick profile's split, so that its choices (--chosen-from) were made on the same validation pairs
+    assert (long.n_train, long.n_val, long.n_test) == (quick.n_train, quick.n_val, quick.n_test)
+    # the bar's methods, both KL directions with both gradients (the 2x2), and the weighting off
+    assert set(long.methods) == {"zero_shot", "sft_soft", "grpo_majority", "shala", "shala_exact",
+                                 "grpo_forward_kl", "shala_unweighted"}
     assert yaml.safe_load((REPO / "configs/method/grpo_forward_kl.yaml").read_text())["model"]["init_args"][
         "rewards"] == {"forward_kl": 1.0}
+
+
+def _earlier_run(tmp_path, sweeps, source="chaosnli_mnli", split_seed=0) -> Path:
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps({"settings": {"source": source, "split_seed": split_seed, "sweeps": sweeps}}))
+    return path
+
+
+class _ParserError(Exception):
+    pass
+
+
+class _Parser:
+    def error(self, message):
+        raise _ParserError(message)
+
+
+def test_chosen_from_takes_seed_0s_choice_of_an_earlier_run_on_the_same_split(tmp_path):
+    sweeps = {"shala": {"0": {"chosen": {"lr": 5e-4}}, "1": {"chosen": {"lr": 1e-4}}},
+              "sft_soft": {"0": {"chosen": {"lr": 2.5e-3}}}, "zero_shot": {"0": {"chosen": {}}}}
+    args = argparse.Namespace(chosen_from=_earlier_run(tmp_path, sweeps), source="chaosnli_mnli", split_seed=0)
+    assert chosen_from(args, ["zero_shot", "shala", "sft_soft"], _Parser()) == {
+        "shala": {"lr": 5e-4}, "sft_soft": {"lr": 2.5e-3}}
+    with pytest.raises(_ParserError, match=r"no seed-0 choice for \['shala_exact'\]"):
+        chosen_from(args, ["shala", "shala_exact"], _Parser())
+    args.split_seed = 1
+    with pytest.raises(_ParserError, match="its settings.split_seed is 0, this run's 1"):
+        chosen_from(args, ["shala"], _Parser())
+    args.chosen_from = None
+    assert chosen_from(args, ["shala"], _Parser()) == {}
+
+
+@pytest.mark.slow
+def test_real_profile_with_chosen_from_runs_the_earlier_choice_without_a_sweep(tmp_path, tiny_model_dir):
+    earlier = _earlier_run(tmp_path, {"shala_exact": {"0": {"chosen": {"lr": 3e-4}}}})  # not in the smoke grid
+    out_json = tmp_path / "real.json"
+    proc = real_smoke(tmp_path, tiny_model_dir, ["shala_exact"], "--chosen-from", str(earlier), "--json",
+                      str(out_json))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    settings = json.loads(out_json.read_text())["settings"]
+    entry = settings["sweeps"]["shala_exact"]["0"]
+    assert entry["chosen"] == {"lr": 3e-4} and [c["lr"] for c in entry["sweep"]] == [3e-4]
+    assert settings["chosen_from"] == str(earlier) and settings["how"].startswith("no sweep")
