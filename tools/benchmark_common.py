@@ -44,6 +44,10 @@ EVAL_ONLY = tuple(m for m in METHODS if METHOD_CLASSES[m] == "VoteModule")
 BASELINES = ("uniform", "train_mean", "best_constant")  # constants fitted on the training split: no model at all
 COMPARED = ("best_constant", "grpo_majority", "sft_soft")  # every row's paired JSD difference to each of these
 BOOTSTRAP_DRAWS = 2000
+# Which part of SHALA matters: KL direction (forward KL(p‖π) / reverse KL(π‖p), the objective whose gradient each
+# method follows in expectation) x gradient (exact closed form / sampled answers).
+TWO_BY_TWO = {("forward", "exact"): "sft_soft", ("forward", "sampled"): "grpo_forward_kl",
+              ("reverse", "exact"): "shala_exact", ("reverse", "sampled"): "shala"}
 COLUMNS = (  # (key, header, format); "skill" and the CI column are filled from the evidence
     ("jsd", "JSD", "{:.4f}"),
     ("skill", "skill", "{:+.3f}"),
@@ -270,10 +274,43 @@ def add_evidence(section: dict, runs: list[dict], scored_examples: list) -> dict
         entry["skill"] = 1.0 - entry["jsd"] / reference if reference else None
         entry["vs"] = {other: paired_bootstrap(matrices[method], matrices[other]) for other in COMPARED
                        if other in matrices and other != method}
+    if all(method in matrices for method in TWO_BY_TWO.values()):
+        section["two_by_two"] = two_by_two(matrices)
     if "shala" in matrices and "shala_unweighted" in matrices:
         section["methods"]["shala"]["vs_top_entropy"] = {"shala_unweighted": paired_bootstrap(
             matrices["shala"][:, top], matrices["shala_unweighted"][:, top])}
     return {**matrices, "_top": top}
+
+
+def two_by_two(matrices: dict) -> dict:
+    """The 2x2's paired JSD contrasts: sampled - exact within each KL direction, reverse - forward within each
+    gradient (negative = the first is better)."""
+    cell = lambda direction, gradient: matrices[TWO_BY_TWO[(direction, gradient)]]
+    return {"sampled_minus_exact": {d: paired_bootstrap(cell(d, "sampled"), cell(d, "exact"))
+                                    for d in ("forward", "reverse")},
+            "reverse_minus_forward": {g: paired_bootstrap(cell("reverse", g), cell("forward", g))
+                                      for g in ("exact", "sampled")}}
+
+
+def two_by_two_lines(section: dict, markdown: bool) -> list[str]:
+    """The 2x2 as a small table: each cell's method and test JSD, each row's and column's contrast with its CI."""
+    contrasts = section.get("two_by_two")
+    if not contrasts:
+        return []
+    methods = section["methods"]
+    ci = lambda c: f"{c['diff']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"
+    cell = lambda d, g: f"{TWO_BY_TWO[(d, g)]} {methods[TWO_BY_TWO[(d, g)]]['jsd']:.4f}"
+    rows = [["KL direction", "exact gradient", "sampled gradient", "sampled - exact [95% CI]"]]
+    rows += [[f"{d} KL({'p‖π' if d == 'forward' else 'π‖p'})", cell(d, "exact"), cell(d, "sampled"),
+              ci(contrasts["sampled_minus_exact"][d])] for d in ("forward", "reverse")]
+    rows.append(["reverse - forward [95% CI]", *(ci(contrasts["reverse_minus_forward"][g]) for g in ("exact", "sampled")),
+                 ""])
+    if markdown:
+        return ["| " + " | ".join(rows[0]) + " |", "|---|---:|---:|---:|",
+                *("| " + " | ".join(row) + " |" for row in rows[1:])]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return ["2x2 (test JSD; paired bootstrap, negative = the first is better):",
+            *("  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip() for row in rows)]
 
 
 def ci_check(matrices: dict, method: str, other: str, factor: float = 1.0, rows: Optional[list] = None) -> dict:
@@ -394,6 +431,11 @@ def bar_lines(bar: dict, markdown: bool) -> list[str]:
     return lines
 
 
+def cache_note(result: dict) -> str:
+    return (f"{result['runs_from_cache']} of {result['n_runs']} method runs read from the run cache (trained by an "
+            f"earlier invocation of the same command; each method's training time is its train s)")
+
+
 def describe(name: str, section: dict, split: str = "test") -> str:
     votes = "/".join(str(v) for v in section["votes_per_example"])
     text = (f"{name}: {split} split of {section[f'n_{split}']} examples ({votes} votes each), trained on "
@@ -413,7 +455,7 @@ def markdown_body(result: dict, sections: list[tuple[str, dict]], extra: list[st
              f"- command: `{result['command']}`",
              f"- machine: {result['machine']}",
              f"- time taken: {result['elapsed_s']:.0f} s ({result['elapsed_s'] / 60:.1f} min), "
-             f"profile `{result['profile']}`",
+             f"profile `{result['profile']}`" + (f"; {cache_note(result)}" if "runs_from_cache" in result else ""),
              f"- metrics on the {held_out} split, `label_probs` readout; mean ± std over seeds where there are "
              f"several; JSD/KL in nats; uniform, train_mean and best_constant are constant predictions fitted on "
              f"the training split only (no model); skill = 1 - JSD / JSD(best_constant); ΔJSD: the paired "
@@ -426,6 +468,9 @@ def markdown_body(result: dict, sections: list[tuple[str, dict]], extra: list[st
     for name, section in sections:
         lines += [f"{heading} {name}", "", describe(name, section, split), "",
                   format_table(section, True, markdown=True), ""]
+        if section.get("two_by_two"):
+            lines += [f"Which part matters ({name}): KL direction x gradient, test JSD and paired differences "
+                      f"(negative = the first is better):", "", *two_by_two_lines(section, True), ""]
         if section.get("bar"):
             lines += [f"Bar ({name}; JSD lines from the paired bootstrap):", "", *bar_lines(section["bar"], True), ""]
     lines += list(extra)

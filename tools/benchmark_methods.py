@@ -334,6 +334,7 @@ def report(plan: Plan, runs: list[dict], args, argv: list[str], started: float) 
     for name, section in sections_of(result):
         print(shared.describe(name, section, args.split))
         print(shared.format_table(section, show_std=len(plan.seeds) > 1))
+        print(*shared.two_by_two_lines(section, markdown=False), sep="\n")
         print(*shared.bar_lines(section.get("bar", {}), markdown=False), sep="\n")
         print()
     print(f"elapsed {result['elapsed_s']:.0f} s on {result['machine']}")

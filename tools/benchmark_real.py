@@ -318,6 +318,7 @@ class MethodRuns:
             sweep, candidate = [self.validate(chosen)], chosen
         key = self.cache.key("test", self.spec["method"], self.spec["seed"], self.command(candidate))
         result = self.cache.get(key)
+        from_cache = result is not None
         if result is None:
             if self.live is not None and self.live[0] == candidate:
                 trainer, model, data = self.live[1]
@@ -329,7 +330,7 @@ class MethodRuns:
         self.live = None
         return {"dataset": self.spec["dataset"], "method": self.spec["method"], "seed": self.spec["seed"],
                 "steps": self.spec["steps"], "train_s": sum(c["train_s"] for c in sweep), "chosen": candidate,
-                "sweep": sweep, **result}
+                "sweep": sweep, "from_cache": from_cache, **result}
 
 
 # -- the bar -----------------------------------------------------------------------------------------------------------
@@ -493,11 +494,13 @@ def report_real(args, argv, profile, methods, seeds, facts, steps, runs, data, p
     result = {"profile": f"real-{profile.name}", "machine": shared.machine(),
               "command": "python tools/benchmark_methods.py " + " ".join(shlex.quote(a) for a in argv),
               **section, "settings": settings(args, profile, runs, methods, precision),
-              "elapsed_s": round(time.perf_counter() - started, 1)}
+              "elapsed_s": round(time.perf_counter() - started, 1),
+              "runs_from_cache": sum(r["from_cache"] for r in runs), "n_runs": len(runs)}
     print()
     print(shared.format_table(section, show_std=len(seeds) > 1))
+    print(*shared.two_by_two_lines(section, markdown=False), sep="\n")
     print(*shared.bar_lines(section["bar"], markdown=False), sep="\n")
-    print(f"elapsed {result['elapsed_s']:.0f} s on {result['machine']}")
+    print(f"elapsed {result['elapsed_s']:.0f} s on {result['machine']}; {shared.cache_note(result)}")
     return result
 
 
