@@ -84,6 +84,29 @@ def test_paired_bootstrap_of_a_constant_shift_and_of_noise():
     assert not shared.ci_check({"a": b, "b": b + rng.normal(0, 0.3, b.shape)}, "a", "b")["holds"]
 
 
+def test_the_two_by_two_contrasts_each_row_and_column_and_renders_one_row_per_direction():
+    # Per-pair JSDs built so each cell is a known shift of a shared base: forward exact +0.2, forward sampled +0.1,
+    # reverse exact 0, reverse sampled +0.05.
+    base = np.random.default_rng(2).random((3, 50))
+    shift = {"sft_soft": 0.2, "grpo_forward_kl": 0.1, "shala_exact": 0.0, "shala": 0.05}
+    matrices = {method: base + value for method, value in shift.items()}
+    contrasts = shared.two_by_two(matrices)
+    expected = {("sampled_minus_exact", "forward"): -0.1, ("sampled_minus_exact", "reverse"): 0.05,
+                ("reverse_minus_forward", "exact"): -0.2, ("reverse_minus_forward", "sampled"): -0.05}
+    for (row, column), diff in expected.items():
+        c = contrasts[row][column]
+        assert c["diff"] == pytest.approx(diff) and c["ci_low"] == pytest.approx(diff)
+        assert c["ci_high"] == pytest.approx(diff)  # a constant shift: paired resampling leaves no spread
+
+    section = {"two_by_two": contrasts,
+               "methods": {method: {"jsd": float(m.mean())} for method, m in matrices.items()}}
+    table = shared.two_by_two_lines(section, markdown=True)
+    assert len(table) == 5 and all(line.count("|") == 5 for line in table)  # header, rule, 2 directions, contrast row
+    assert table[2].startswith("| forward KL(p‖π) | sft_soft ") and "-0.1000 [-0.1000, -0.1000]" in table[2]
+    assert table[4].startswith("| reverse - forward [95% CI] | -0.2000 [")
+    assert shared.two_by_two_lines({"methods": section["methods"]}, markdown=True) == []  # no 2x2 methods, no table
+
+
 # -- the synthetic profile ---------------------------------------------------------------------------------------------
 def _check_methods(section: dict, methods: list) -> None:
     assert list(section["methods"]) == BASELINES + methods
@@ -102,6 +125,7 @@ def _check_methods(section: dict, methods: list) -> None:
     assert section["methods"]["best_constant"]["skill"] == 0.0
     assert section["methods"]["train_mean"]["entropy_corr"] is None  # a constant: undefined, written as null
     assert "shala_unweighted" in section["methods"]["shala"]["vs_top_entropy"]
+    assert set(section["two_by_two"]) == {"sampled_minus_exact", "reverse_minus_forward"}
     assert set(section["constants"]) == set(BASELINES)
     assert all("per_example" not in run for run in section["runs"])
 
@@ -144,7 +168,7 @@ def test_smoke_writes_json_png_and_markdown(tmp_path):
 
     page = out_md.read_text()
     assert "benchmark_methods.py --smoke" in page and "bench.png" in page and "| shala |" in page
-    assert "| best_constant |" in page and "95% CI" in page
+    assert "| best_constant |" in page and "95% CI" in page and "| forward KL(p‖π) | sft_soft " in page
     assert page.startswith("# Project\n\n## Results\n\n<!-- benchmark_methods:start -->\n")
     assert page.endswith("<!-- benchmark_methods:end -->\n\n## Next section\n") and "old table" not in page
 
